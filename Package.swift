@@ -1,0 +1,49 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Sluice",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "IMAPWire", targets: ["IMAPWire"]),
+        .executable(name: "sluice", targets: ["sluice"]),
+        .executable(name: "imapwire-bench", targets: ["imapwire-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // Framing, lazy parsing, typed views, encoding, mailbox names, limits.
+        // Depends on NIOCore (ByteBuffer) only.
+        .target(
+            name: "IMAPWire",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "IMAPWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Micro-benchmark of the framer (not a test; see docs/performance.md).
+        .executableTarget(
+            name: "imapwire-bench",
+            dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // libFuzzer entry point; see docs/fuzzing.md. Built normally it is a
+        // reproducer that runs the fuzz function over files given as arguments.
+        .executableTarget(
+            name: "imapwire-fuzz",
+            dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "IMAPWireTests",
+            dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")],
+            resources: [.copy("Transcripts")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,76 @@
+import NIOCore
+
+/// What a frame is, decided from its first line and the framer's state.
+public enum FrameKind: Hashable, Sendable {
+    /// A client command (`tag SP name …`).
+    case command
+    /// The `DONE` line that ends IDLE (RFC 2177).
+    case idleDone
+    /// A client line answering a SASL challenge during AUTHENTICATE (RFC 3501 §6.2.2).
+    case saslResponse
+    /// A server response starting with a tag (`tag OK …`).
+    case taggedResponse
+    /// A server response starting with `*`.
+    case untaggedResponse
+    /// A server continuation request (`+ …`).
+    case continuationRequest
+}
+
+/// The announcement of a literal at the end of a line segment.
+///
+/// ```
+/// literal  = "{" number ["+"] "}" CRLF *CHAR8     ; RFC 3501 §9, RFC 7888
+/// literal8 = "~{" number ["+"] "}" CRLF *OCTET    ; RFC 3516 §4.2
+/// ```
+public struct LiteralHeader: Hashable, Sendable {
+    public enum Form: Hashable, Sendable {
+        /// `{n}`: the client waits for a continuation request before sending the bytes.
+        case synchronizing
+        /// `{n+}`: LITERAL+ / LITERAL- (RFC 7888), sent without waiting.
+        case nonSynchronizing
+        /// `{n-}`: not in any RFC but seen in the wild; framed as a literal and,
+        /// being unknown to servers, treated as synchronizing (the safe reading).
+        case minus
+    }
+
+    public var size: UInt64
+    public var form: Form
+    /// `~{n}`: a BINARY literal8 (RFC 3516), which may contain NUL.
+    public var isBinary: Bool
+
+    public init(size: UInt64, form: Form = .synchronizing, isBinary: Bool = false) {
+        self.size = size
+        self.form = form
+        self.isBinary = isBinary
+    }
+
+    /// Whether the sender must wait for the receiver's `+` before the bytes.
+    public var isSynchronizing: Bool { form != .nonSynchronizing }
+}
+
+/// One line of a frame: the text up to and including its line terminator.
+///
+/// A frame with literals is several segments: each but the last ends with a
+/// literal announcement, whose bytes follow as `FrameEvent.literalBytes`.
+public struct LineSegment: Sendable {
+    /// The segment's bytes, terminator included; a slice of the input.
+    public var bytes: ByteBuffer
+    /// The kind of the frame this segment belongs to.
+    public var kind: FrameKind
+    /// Whether this segment starts a new frame.
+    public var isFrameStart: Bool
+    /// The literal announced at the end of this segment; `nil` when the segment ends the frame.
+    public var literal: LiteralHeader?
+
+    /// Whether this segment is the last of its frame.
+    public var endsFrame: Bool { literal == nil }
+}
+
+/// What the framer hands out, in stream order.
+public enum FrameEvent: Sendable {
+    /// A line segment (see `LineSegment`).
+    case line(LineSegment)
+    /// Bytes of the literal announced by the previous segment: a zero-copy slice
+    /// of the input, and how many bytes of that literal are still to come.
+    case literalBytes(ByteBuffer, remaining: UInt64)
+}

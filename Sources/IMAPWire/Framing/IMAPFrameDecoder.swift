@@ -1,0 +1,69 @@
+import NIOCore
+
+/// Assembles the framer's events into whole `Frame`s.
+///
+/// For tools and filters that want a frame at a time. Literal bytes are kept
+/// (as the zero-copy slices they arrived in) only up to `literalCaptureLimit`
+/// bytes per literal; larger literals are recorded by size alone, so a 50 MB
+/// FETCH through the decoder holds no more than one read's worth of it.
+public struct IMAPFrameDecoder: Sendable {
+    public var framer: IMAPFramer
+    /// Largest literal whose bytes are kept in the frame.
+    public var literalCaptureLimit: UInt64
+
+    private var partial: Frame?
+
+    public init(peer: IMAPPeer, limits: IMAPLimits? = nil, literalCaptureLimit: UInt64 = 64 * 1024) {
+        self.framer = IMAPFramer(peer: peer, limits: limits)
+        self.literalCaptureLimit = literalCaptureLimit
+    }
+
+    /// The next whole frame in `buffer`, or `nil` if more bytes are needed.
+    public mutating func next(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> Frame? {
+        while true {
+            let offsetBefore = framer.streamOffset
+            guard let event = try framer.next(&buffer) else { return nil }
+            switch event {
+            case .line(let segment):
+                if segment.isFrameStart {
+                    partial = Frame(kind: segment.kind, segments: [], literals: [], offset: offsetBefore, length: 0)
+                }
+                guard var frame = partial else { preconditionFailure("segment without a frame") }
+                frame.segments.append(segment.bytes)
+                frame.length += segment.bytes.readableBytes
+                if let literal = segment.literal {
+                    let capture = literal.size <= literalCaptureLimit
+                    frame.literals.append(FrameLiteral(header: literal, chunks: capture ? [] : nil))
+                    partial = frame
+                } else {
+                    partial = nil
+                    return frame
+                }
+            case .literalBytes(let chunk, _):
+                guard var frame = partial, !frame.literals.isEmpty else {
+                    preconditionFailure("literal bytes without a frame")
+                }
+                frame.length += chunk.readableBytes
+                let last = frame.literals.count - 1
+                if frame.literals[last].chunks != nil {
+                    partial = nil  // keep the array uniquely referenced while appending
+                    frame.literals[last].chunks?.append(chunk)
+                }
+                partial = frame
+            }
+        }
+    }
+
+    /// The client's synchronizing literal was refused; see `IMAPFramer.abandonLiteral()`.
+    /// Returns the frame as it stands (without the literal's bytes).
+    public mutating func abandonLiteral() -> Frame? {
+        framer.abandonLiteral()
+        defer { partial = nil }
+        return partial
+    }
+
+    /// Check the stream may end here (see `IMAPFramer.checkEnd(_:)`).
+    public func checkEnd(_ buffer: ByteBuffer) throws(IMAPFramingError) {
+        try framer.checkEnd(buffer)
+    }
+}

@@ -1,0 +1,247 @@
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Whose bytes a framer reads.
+public enum IMAPPeer: Hashable, Sendable {
+    /// Commands, from a mail client.
+    case client
+    /// Responses, from an IMAP server.
+    case server
+}
+
+/// Turns one direction of an IMAP connection into frames, incrementally.
+///
+/// The framer is total: every byte stream frames, whatever the commands or
+/// responses mean; only a limit breach or a malformed literal announcement is
+/// an error. It does no I/O: the caller appends what it reads to a buffer and
+/// calls `next(_:)` until it returns `nil` ("need more bytes"; nothing was
+/// consumed that is not part of an event).
+///
+/// Line bytes are scanned once: the offset up to which a partial line was
+/// searched for its terminator is kept, so a line arriving a byte at a time is
+/// still O(n). Literal bytes are never scanned; they come out as slices of the
+/// input as soon as they arrive.
+public struct IMAPFramer: Sendable {
+    /// What a client is expected to send next (commands, or a special line).
+    public enum ClientExpectation: Hashable, Sendable {
+        case command
+        /// After IDLE: `DONE` (any other line means the server refused IDLE).
+        case idleDone
+        /// After AUTHENTICATE: SASL response lines, until the server's tagged answer.
+        case saslResponse
+    }
+
+    public let peer: IMAPPeer
+    public var limits: IMAPLimits
+    public private(set) var clientExpectation: ClientExpectation = .command
+    /// Bytes consumed into events so far.
+    public private(set) var streamOffset: Int = 0
+
+    private var literalRemaining: UInt64 = 0
+    /// A frame is in progress: its last segment announced a literal.
+    private var frameOpen = false
+    private var frameKind: FrameKind = .command
+    private var frameIsStatusResponse = false
+    private var frameTextLength = 0
+    private var frameLiteralCount = 0
+    /// First segment of the open frame, kept (by reference) to name the tag in errors.
+    private var frameFirstSegment: ByteBuffer?
+    private var expectationAfterFrame: ClientExpectation = .command
+    /// Bytes after the reader index already searched for a line feed.
+    private var scannedBytes = 0
+
+    public init(peer: IMAPPeer, limits: IMAPLimits? = nil) {
+        self.peer = peer
+        self.limits = limits ?? (peer == .client ? .client : .server)
+    }
+
+    /// Whether the framer is between frames (no partial frame consumed).
+    public var isAtFrameBoundary: Bool { !frameOpen }
+
+    /// Whether the framer is inside a literal's bytes.
+    public var isInLiteral: Bool { literalRemaining > 0 }
+
+    /// The next event from `buffer`, or `nil` if more bytes are needed.
+    public mutating func next(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> FrameEvent? {
+        if literalRemaining > 0 {
+            return nextLiteralChunk(&buffer)
+        }
+        return try nextLine(&buffer)
+    }
+
+    /// The client's synchronizing literal was refused (by the server's or the
+    /// proxy's tagged answer before its `+`): the client will not send it, and
+    /// the frame ends where it is.
+    public mutating func abandonLiteral() {
+        literalRemaining = 0
+        endFrame()
+    }
+
+    /// The server answered the AUTHENTICATE command; the client sends commands again.
+    public mutating func authenticationEnded() {
+        if clientExpectation == .saslResponse { clientExpectation = .command }
+        if expectationAfterFrame == .saslResponse { expectationAfterFrame = .command }
+    }
+
+    /// Check that the stream may end here: no partial frame, no unconsumed bytes.
+    public func checkEnd(_ buffer: ByteBuffer) throws(IMAPFramingError) {
+        if frameOpen || literalRemaining > 0 || buffer.readableBytes > 0 {
+            throw IMAPFramingError(.incompleteFrame, tag: openFrameTag(buffer), offset: streamOffset)
+        }
+    }
+
+    // MARK: - Literal bytes
+
+    private mutating func nextLiteralChunk(_ buffer: inout ByteBuffer) -> FrameEvent? {
+        let available = buffer.readableBytes
+        guard available > 0 else { return nil }
+        let count = Int(min(UInt64(available), literalRemaining))
+        guard let chunk = buffer.readSlice(length: count) else {
+            preconditionFailure("readSlice of \(count) of \(available) readable bytes failed")
+        }
+        literalRemaining -= UInt64(count)
+        streamOffset += count
+        return .literalBytes(chunk, remaining: literalRemaining)
+    }
+
+    // MARK: - Lines
+
+    private mutating func nextLine(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> FrameEvent? {
+        let scanFrom = scannedBytes
+        let maxLine = limits.maxLineLength
+        let scan: LineScan? = buffer.withUnsafeReadableBytes { bytes in
+            LineScan.find(in: bytes, from: scanFrom)
+        }
+        guard let scan else {
+            scannedBytes = buffer.readableBytes
+            if scannedBytes > maxLine {
+                throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer), offset: streamOffset + maxLine)
+            }
+            return nil
+        }
+        scannedBytes = 0
+        let lineLength = scan.lineLength
+        if lineLength > maxLine {
+            throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer), offset: streamOffset + maxLine)
+        }
+        if let nul = scan.nulOffset {
+            throw IMAPFramingError(.nulByte, tag: openFrameTag(buffer), offset: streamOffset + nul)
+        }
+        frameTextLength += lineLength
+        if frameTextLength > limits.maxFrameTextLength {
+            throw IMAPFramingError(
+                .frameTooLong(limit: limits.maxFrameTextLength), tag: openFrameTag(buffer), offset: streamOffset)
+        }
+
+        let isFrameStart = !frameOpen
+        if isFrameStart {
+            classifyFrame(scan)
+        }
+
+        var literal: LiteralHeader? = nil
+        if frameMayCarryLiterals {
+            switch scan.literal {
+            case .none:
+                break
+            case .invalid(let at):
+                throw IMAPFramingError(.invalidLiteralHeader, tag: openFrameTag(buffer), offset: streamOffset + at)
+            case .overflow(let at):
+                throw IMAPFramingError(.literalSizeOverflow, tag: openFrameTag(buffer), offset: streamOffset + at)
+            case .header(let header, let at):
+                if header.size > limits.maxLiteralSize {
+                    throw IMAPFramingError(
+                        .literalTooLarge(size: header.size, limit: limits.maxLiteralSize),
+                        tag: openFrameTag(buffer), offset: streamOffset + at)
+                }
+                frameLiteralCount += 1
+                if frameLiteralCount > limits.maxLiteralsPerFrame {
+                    throw IMAPFramingError(
+                        .tooManyLiterals(limit: limits.maxLiteralsPerFrame),
+                        tag: openFrameTag(buffer), offset: streamOffset + at)
+                }
+                literal = header
+            }
+        }
+
+        guard let bytes = buffer.readSlice(length: lineLength) else {
+            preconditionFailure("line of \(lineLength) bytes not readable")
+        }
+        streamOffset += lineLength
+        if let literal {
+            if isFrameStart { frameFirstSegment = bytes }
+            frameOpen = true
+            literalRemaining = literal.size
+        } else {
+            endFrame()
+        }
+        return .line(LineSegment(bytes: bytes, kind: frameKind, isFrameStart: isFrameStart, literal: literal))
+    }
+
+    /// Status responses and continuation requests end in human-readable text
+    /// (RFC 3501 `resp-text`), where a trailing `{5}` is text, not a literal.
+    /// IDLE's `DONE` and SASL lines carry no literals either.
+    private var frameMayCarryLiterals: Bool {
+        switch frameKind {
+        case .command: return true
+        case .untaggedResponse: return !frameIsStatusResponse
+        case .taggedResponse, .continuationRequest, .idleDone, .saslResponse: return false
+        }
+    }
+
+    private mutating func classifyFrame(_ scan: LineScan) {
+        frameIsStatusResponse = false
+        switch peer {
+        case .server:
+            switch scan.firstByte {
+            case UInt8(ascii: "*"):
+                frameKind = .untaggedResponse
+                frameIsStatusResponse = scan.secondWordIsStatus
+            case UInt8(ascii: "+"):
+                frameKind = .continuationRequest
+            default:
+                frameKind = .taggedResponse
+            }
+        case .client:
+            switch clientExpectation {
+            case .idleDone where scan.isDone:
+                frameKind = .idleDone
+                expectationAfterFrame = .command
+                return
+            case .saslResponse where !scan.hasSpace:
+                frameKind = .saslResponse
+                expectationAfterFrame = .saslResponse
+                return
+            case .command, .idleDone, .saslResponse:
+                frameKind = .command
+                switch scan.secondWord {
+                case .idle: expectationAfterFrame = .idleDone
+                case .authenticate: expectationAfterFrame = .saslResponse
+                case .other: expectationAfterFrame = .command
+                }
+            }
+        }
+    }
+
+    private mutating func endFrame() {
+        frameOpen = false
+        frameTextLength = 0
+        frameLiteralCount = 0
+        frameFirstSegment = nil
+        if peer == .client { clientExpectation = expectationAfterFrame }
+    }
+
+    /// The tag of the frame being read: from its kept first segment, or from the
+    /// start of the unconsumed bytes when the frame has not started yet.
+    private func openFrameTag(_ buffer: ByteBuffer) -> String? {
+        let source = frameOpen ? frameFirstSegment : buffer
+        guard let source else { return nil }
+        return source.withUnsafeReadableBytes { FrameHead.tag(in: $0) }
+    }
+}

@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What the framer needs to know about one complete line, found in one pass
+/// over raw bytes (the line feed and NUL searches are `memchr`, the rest looks
+/// only at the line's first words and last bytes).
+struct LineScan {
+    enum LiteralScan {
+        case none
+        case header(LiteralHeader, at: Int)
+        case invalid(at: Int)
+        case overflow(at: Int)
+    }
+
+    enum SecondWord { case idle, authenticate, other }
+
+    /// Bytes of the line, line feed included.
+    var lineLength: Int
+    var nulOffset: Int?
+    var firstByte: UInt8?
+    var hasSpace: Bool
+    /// The line is `DONE` (case-insensitive), IDLE's terminator.
+    var isDone: Bool
+    var secondWord: SecondWord
+    /// For `* WORD …`: WORD is OK, NO, BAD, BYE or PREAUTH.
+    var secondWordIsStatus: Bool
+    var literal: LiteralScan
+
+    /// Scans `bytes` for a line ending at the first line feed at or after `from`.
+    static func find(in bytes: UnsafeRawBufferPointer, from: Int) -> LineScan? {
+        guard let base = bytes.baseAddress, from < bytes.count,
+              let lf = memchr(base + from, 0x0A, bytes.count - from)
+        else { return nil }
+        let lineLength = base.distance(to: UnsafeRawPointer(lf)) + 1
+        var contentEnd = lineLength - 1
+        if contentEnd > 0 && bytes[contentEnd - 1] == 0x0D { contentEnd -= 1 }
+
+        var nulOffset: Int? = nil
+        if let nul = memchr(base, 0, lineLength) {
+            nulOffset = base.distance(to: UnsafeRawPointer(nul))
+        }
+        let line = UnsafeRawBufferPointer(rebasing: bytes[0..<contentEnd])
+        let firstSpace = line.firstIndex(of: 0x20)
+        let second = secondWord(line, firstSpace: firstSpace)
+        return LineScan(
+            lineLength: lineLength,
+            nulOffset: nulOffset,
+            firstByte: contentEnd > 0 ? bytes[0] : nil,
+            hasSpace: firstSpace != nil,
+            isDone: FrameHead.equalsCaseInsensitive(line, "DONE"),
+            secondWord: second.word,
+            secondWordIsStatus: second.isStatus,
+            literal: literalAnnouncement(line)
+        )
+    }
+
+    private static func secondWord(
+        _ line: UnsafeRawBufferPointer, firstSpace: Int?
+    ) -> (word: SecondWord, isStatus: Bool) {
+        guard let firstSpace else { return (.other, false) }
+        let start = firstSpace + 1
+        var end = start
+        while end < line.count && line[end] != 0x20 { end += 1 }
+        let word = UnsafeRawBufferPointer(rebasing: line[start..<end])
+        if FrameHead.equalsCaseInsensitive(word, "IDLE") { return (.idle, false) }
+        if FrameHead.equalsCaseInsensitive(word, "AUTHENTICATE") { return (.authenticate, false) }
+        let isStatus = FrameHead.equalsCaseInsensitive(word, "OK") || FrameHead.equalsCaseInsensitive(word, "NO")
+            || FrameHead.equalsCaseInsensitive(word, "BAD") || FrameHead.equalsCaseInsensitive(word, "BYE")
+            || FrameHead.equalsCaseInsensitive(word, "PREAUTH")
+        return (.other, isStatus)
+    }
+
+    /// The literal announced at the end of a line's content, if any.
+    ///
+    /// ```
+    /// literal  = "{" number ["+"] "}" CRLF      ; RFC 3501 §9, RFC 7888 §8
+    /// literal8 = "~{" number ["+"] "}" CRLF     ; RFC 3516 §4.2
+    /// ```
+    /// A trailing word that opens with `{` but is not a valid announcement
+    /// (`{abc}`, `{}`) is an error: `{` is not an ATOM-CHAR, so the peer meant a
+    /// literal and nothing after it can be framed reliably. A word merely
+    /// ending in `}` (a valid atom) is not a literal.
+    static func literalAnnouncement(_ line: UnsafeRawBufferPointer) -> LiteralScan {
+        let end = line.count
+        guard end > 0, line[end - 1] == UInt8(ascii: "}") else { return .none }
+        var i = end - 2
+        var form = LiteralHeader.Form.synchronizing
+        if i >= 0 && line[i] == UInt8(ascii: "+") {
+            form = .nonSynchronizing
+            i -= 1
+        } else if i >= 0 && line[i] == UInt8(ascii: "-") {
+            form = .minus
+            i -= 1
+        }
+        let digitsEnd = i + 1
+        while i >= 0 && line[i] >= UInt8(ascii: "0") && line[i] <= UInt8(ascii: "9") { i -= 1 }
+        let digitsStart = i + 1
+        if i >= 0 && line[i] == UInt8(ascii: "{") && digitsStart < digitsEnd {
+            let isBinary = i > 0 && line[i - 1] == UInt8(ascii: "~")
+            let at = isBinary ? i - 1 : i
+            // More than 10 digits cannot fit in 32 bits; avoid overflowing UInt64.
+            if digitsEnd - digitsStart > 10 { return .overflow(at: at) }
+            var size: UInt64 = 0
+            for k in digitsStart..<digitsEnd { size = size * 10 + UInt64(line[k] - UInt8(ascii: "0")) }
+            if size > IMAPLimits.absoluteMaxLiteralSize { return .overflow(at: at) }
+            return .header(LiteralHeader(size: size, form: form, isBinary: isBinary), at: at)
+        }
+        // Not a well-formed announcement: is the trailing word meant as one?
+        var k = end - 1
+        while k >= 0 && line[k] != 0x20 && line[k] != UInt8(ascii: "(") {
+            if line[k] == UInt8(ascii: "{") { return .invalid(at: k) }
+            k -= 1
+        }
+        return .none
+    }
+}

@@ -1,0 +1,66 @@
+/// Every limit a peer's bytes can run into, with its default, in one place.
+///
+/// Each limit stops a specific attack on a proxy that buffers protocol text:
+/// without them a peer could make the proxy hold an unbounded line, announce an
+/// unbounded literal, or nest lists until the parser's stack overflows.
+public struct IMAPLimits: Hashable, Sendable {
+    /// Longest line segment (text up to and including its line terminator, or up
+    /// to a literal announcement) that is buffered.
+    public var maxLineLength: Int
+    /// Total line text of one frame (all segments between its literals); stops a
+    /// frame made of endless tiny literals from growing without bound.
+    public var maxFrameTextLength: Int
+    /// Largest literal a peer may announce. Literal bytes stream, so this guards
+    /// the receiver (quota, disk), not the proxy's memory.
+    public var maxLiteralSize: UInt64
+    /// Most literals in one frame (MULTIAPPEND, CATENATE and FETCH carry several).
+    public var maxLiteralsPerFrame: Int
+    /// Deepest nesting of parenthesized lists the parser follows (BODYSTRUCTURE
+    /// of nested multiparts is the deepest legitimate use).
+    public var maxNestingDepth: Int
+    /// Most tokens the parser produces for one frame.
+    public var maxTokensPerFrame: Int
+
+    public init(
+        maxLineLength: Int,
+        maxFrameTextLength: Int,
+        maxLiteralSize: UInt64,
+        maxLiteralsPerFrame: Int,
+        maxNestingDepth: Int,
+        maxTokensPerFrame: Int
+    ) {
+        self.maxLineLength = maxLineLength
+        self.maxFrameTextLength = maxFrameTextLength
+        self.maxLiteralSize = maxLiteralSize
+        self.maxLiteralsPerFrame = maxLiteralsPerFrame
+        self.maxNestingDepth = maxNestingDepth
+        self.maxTokensPerFrame = maxTokensPerFrame
+    }
+
+    /// Defaults for bytes sent by clients (commands). Dovecot itself refuses
+    /// command lines over 64 KiB (`imap_max_line_length`); we allow a little
+    /// more so that the upstream, not the proxy, is the stricter party.
+    public static let client = IMAPLimits(
+        maxLineLength: 128 * 1024,
+        maxFrameTextLength: 1024 * 1024,
+        maxLiteralSize: 256 * 1024 * 1024,
+        maxLiteralsPerFrame: 1024,
+        maxNestingDepth: 32,
+        maxTokensPerFrame: 100_000
+    )
+
+    /// Defaults for bytes sent by servers (responses). A `* SEARCH` of a large
+    /// mailbox is one long line, so lines may be much longer than commands.
+    public static let server = IMAPLimits(
+        maxLineLength: 16 * 1024 * 1024,
+        maxFrameTextLength: 32 * 1024 * 1024,
+        maxLiteralSize: UInt64(UInt32.max),
+        maxLiteralsPerFrame: 4096,
+        maxNestingDepth: 64,
+        maxTokensPerFrame: 4_000_000
+    )
+
+    /// The largest literal size any IMAP peer may announce: RFC 3501 `number`
+    /// is a 32-bit unsigned integer.
+    public static let absoluteMaxLiteralSize = UInt64(UInt32.max)
+}

@@ -1,0 +1,2 @@
+import IMAPWire
+print("x")
