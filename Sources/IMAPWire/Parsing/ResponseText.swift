@@ -21,7 +21,8 @@ public struct ResponseText: Hashable, Sendable {
     init(parsing bytes: ArraySlice<UInt8>, limits: IMAPLimits) {
         var rest = bytes
         var code: ResponseCode? = nil
-        if rest.first == UInt8(ascii: "["), let close = ResponseText.closingBracket(in: rest) {
+        if rest.first == UInt8(ascii: "["),
+           let close = ResponseText.closingBracket(in: rest) ?? rest.firstIndex(of: UInt8(ascii: "]")) {
             let inner = rest[(rest.startIndex + 1)..<close]
             code = ResponseCode(parsing: inner, limits: limits)
             rest = rest[(close + 1)...]
@@ -30,7 +31,9 @@ public struct ResponseText: Hashable, Sendable {
         self.init(code: code, text: Array(rest))
     }
 
-    /// The `]` closing a response code, skipping nested lists and quoted strings.
+    /// The `]` closing a response code, skipping quoted strings (BADCHARSET may
+    /// quote a charset); `nil` if a quote is left open, since the generic
+    /// `1*<TEXT-CHAR except "]">` form may contain a lone `"`.
     private static func closingBracket(in bytes: ArraySlice<UInt8>) -> Int? {
         var inQuote = false
         var index = bytes.startIndex + 1
