@@ -42,7 +42,7 @@ let package = Package(
         .testTarget(
             name: "IMAPWireTests",
             dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")],
-            resources: [.copy("Transcripts")]
+            exclude: ["Transcripts"]
         ),
     ],
     swiftLanguageModes: [.v6]

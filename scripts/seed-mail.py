@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Writes sample maildirs for the private test Dovecot.
+
+alice: INBOX with a handful of messages (plain, multipart, non-ASCII header,
+one of 3 MB), and folders Sent, Archive.2019, Entwürfe (modified UTF-7 on
+disk: Entw&APw-rfe) and Calendar. bob and carol: empty INBOX.
+"""
+import os
+import sys
+import time
+
+root = sys.argv[1]
+
+
+def maildir(path):
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+
+
+def message(index, subject, body, extra_headers=""):
+    return (
+        f"From: Sender {index} <sender{index}@example.org>\r\n"
+        f"To: alice@example.org\r\n"
+        f"Subject: {subject}\r\n"
+        f"Date: Mon, 2 Nov 2026 10:{index:02d}:00 +0000\r\n"
+        f"Message-ID: <seed-{index}@example.org>\r\n"
+        f"{extra_headers}"
+        f"\r\n{body}"
+    ).encode()
+
+
+def put(folder, index, data, flags=""):
+    name = f"{int(time.time())}.seed{index}.sluice:2,{flags}"
+    with open(os.path.join(folder, "cur", name), "wb") as f:
+        f.write(data)
+
+
+users = {"alice": True, "bob": False, "carol": False}
+for user, with_mail in users.items():
+    home = os.path.join(root, user, "Maildir")
+    maildir(home)
+    if not with_mail:
+        continue
+    put(home, 1, message(1, "Hello", "Hi Alice,\r\nthis is the first message.\r\n"), "S")
+    put(home, 2, message(2, "Meeting {5} (literal-looking subject)", "Bring \"quotes\" and \\backslashes\\.\r\n"))
+    put(home, 3, message(
+        3, "=?UTF-8?Q?Gr=C3=BC=C3=9Fe?=",
+        "--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n"
+        "--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n"
+        "--b2\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b2\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--b2--\r\n"
+        "--b1--\r\n",
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n"), "F")
+    line = ("0123456789" * 7 + "\r\n")
+    put(home, 4, message(4, "Large", line * (3 * 1024 * 1024 // len(line))))
+    put(home, 5, message(5, "Empty body", ""))
+    for folder in (".Sent", ".Archive", ".Archive.2019", ".Entw&APw-rfe", ".Calendar"):
+        maildir(os.path.join(home, folder))
+    put(os.path.join(home, ".Sent"), 6, message(6, "Sent one", "sent\r\n"), "S")
+    with open(os.path.join(home, "subscriptions"), "w") as f:
+        f.write("Sent\nArchive\nArchive.2019\n")
