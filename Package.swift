@@ -31,8 +31,10 @@ let package = Package(
         // Micro-benchmark of the framer (not a test; see docs/performance.md).
         .executableTarget(
             name: "imapwire-bench",
-            dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["IMAPWire", "CAllocationCounter", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // Counts heap allocations for imapwire-bench (glibc); never linked into the proxy.
+        .target(name: "CAllocationCounter"),
         // libFuzzer entry point; see docs/fuzzing.md. Built normally it is a
         // reproducer that runs the fuzz function over files given as arguments.
         .executableTarget(

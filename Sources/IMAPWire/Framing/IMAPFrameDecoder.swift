@@ -62,8 +62,15 @@ public struct IMAPFrameDecoder: Sendable {
         return partial
     }
 
-    /// Check the stream may end here (see `IMAPFramer.checkEnd(_:)`).
+    /// Check the stream may end here (see `IMAPFramer.checkEnd(_:)`); an
+    /// incomplete frame is reported at the offset where it starts.
     public func checkEnd(_ buffer: ByteBuffer) throws(IMAPFramingError) {
-        try framer.checkEnd(buffer)
+        do {
+            try framer.checkEnd(buffer)
+        } catch {
+            var error = error
+            if let partial { error.offset = partial.offset }
+            throw error
+        }
     }
 }
