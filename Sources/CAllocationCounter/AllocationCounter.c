@@ -3,6 +3,7 @@
 // Linked into the benchmark only, never into the proxy.
 #include "CAllocationCounter.h"
 #include <stddef.h>
+#include <stdlib.h>  // defines __GLIBC__ on glibc systems
 
 #if defined(__GLIBC__)
 #include <stdatomic.h>

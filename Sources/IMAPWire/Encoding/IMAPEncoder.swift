@@ -115,26 +115,21 @@ public struct IMAPEncoder {
 
     /// Encodes a command; literals of `command`'s frame are kept by reference.
     public static func encode(_ command: ParsedCommand, options: EncodingOptions) -> EncodedFrame {
-        var encoder = IMAPEncoder(options: options)
-        encoder.writeRaw(command.tag)
-        encoder.writeSpace()
-        encoder.writeRaw(command.name)
-        if !command.arguments.isEmpty {
-            encoder.writeSpace()
-            encoder.writeTokens(command.arguments)
-        }
-        return encoder.finish()
+        encode(head: command.tag + " " + command.name, arguments: command.arguments, options: options)
     }
 
     /// Encodes an untagged data response.
     public static func encode(_ data: DataResponse, options: EncodingOptions) -> EncodedFrame {
+        let head = "* " + (data.number.map { "\($0) " } ?? "") + data.name
+        return encode(head: head, arguments: data.arguments, options: options)
+    }
+
+    private static func encode(head: String, arguments: [IMAPToken], options: EncodingOptions) -> EncodedFrame {
         var encoder = IMAPEncoder(options: options)
-        encoder.writeRaw("* ")
-        if let number = data.number { encoder.writeRaw("\(number) ") }
-        encoder.writeRaw(data.name)
-        if !data.arguments.isEmpty {
+        encoder.writeRaw(head)
+        if !arguments.isEmpty {
             encoder.writeSpace()
-            encoder.writeTokens(data.arguments)
+            encoder.writeTokens(arguments)
         }
         return encoder.finish()
     }

@@ -61,6 +61,12 @@ public struct LineSegment: Sendable {
     public var isFrameStart: Bool
     /// The literal announced at the end of this segment; `nil` when the segment ends the frame.
     public var literal: LiteralHeader?
+    /// Offsets (in `bytes`) of the first and second space: for a frame's first
+    /// segment, the tag is `0..<firstSpace` and the next word (command name,
+    /// status, or message number) `firstSpace+1..<secondSpace` — found during
+    /// the framer's single scan, so a relay gets them without rescanning.
+    public var firstSpace: Int?
+    public var secondSpace: Int?
 
     /// Whether this segment is the last of its frame.
     public var endsFrame: Bool { literal == nil }

@@ -55,7 +55,9 @@ public struct IMAPFramer: Sendable {
     private var frameFirstSegment: ByteBuffer?
     private var expectationAfterFrame: ClientExpectation = .command
     /// Bytes after the reader index already searched for a line feed.
-    private var scannedBytes = 0
+    private(set) var scannedBytes = 0
+    /// Total bytes ever searched for a line feed (for tests: proves no rescans).
+    private(set) var bytesSearched = 0
 
     public init(peer: IMAPPeer, limits: IMAPLimits? = nil) {
         self.peer = peer
@@ -116,9 +118,11 @@ public struct IMAPFramer: Sendable {
     private mutating func nextLine(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> FrameEvent? {
         let scanFrom = scannedBytes
         let maxLine = limits.maxLineLength
+        let peer = self.peer
         let scan: LineScan? = buffer.withUnsafeReadableBytes { bytes in
-            LineScan.find(in: bytes, from: scanFrom)
+            LineScan.find(in: bytes, from: scanFrom, peer: peer)
         }
+        bytesSearched += (scan.map { $0.lineLength } ?? buffer.readableBytes) - scanFrom
         guard let scan else {
             scannedBytes = buffer.readableBytes
             if scannedBytes > maxLine {
@@ -181,7 +185,9 @@ public struct IMAPFramer: Sendable {
         } else {
             endFrame()
         }
-        return .line(LineSegment(bytes: bytes, kind: frameKind, isFrameStart: isFrameStart, literal: literal))
+        return .line(LineSegment(
+            bytes: bytes, kind: frameKind, isFrameStart: isFrameStart, literal: literal,
+            firstSpace: scan.firstSpace, secondSpace: scan.secondSpace))
     }
 
     /// Status responses and continuation requests end in human-readable text

@@ -23,7 +23,9 @@ struct LineScan {
     var lineLength: Int
     var nulOffset: Int?
     var firstByte: UInt8?
-    var hasSpace: Bool
+    /// Offsets of the first two spaces: the tag ends at the first, the next word at the second.
+    var firstSpace: Int?
+    var secondSpace: Int?
     /// The line is `DONE` (case-insensitive), IDLE's terminator.
     var isDone: Bool
     var secondWord: SecondWord
@@ -31,8 +33,16 @@ struct LineScan {
     var secondWordIsStatus: Bool
     var literal: LiteralScan
 
+    var hasSpace: Bool { firstSpace != nil }
+
     /// Scans `bytes` for a line ending at the first line feed at or after `from`.
-    static func find(in bytes: UnsafeRawBufferPointer, from: Int) -> LineScan? {
+    ///
+    /// One pass with `memchr` finds the line feed, a NUL, and the first two
+    /// spaces (so the tag and name come free); the literal check looks only at
+    /// the line's last bytes. Word comparisons are made only where `peer`
+    /// needs them: client lines (IDLE, AUTHENTICATE, DONE) and server lines
+    /// ending in `}` (is it a status response?).
+    static func find(in bytes: UnsafeRawBufferPointer, from: Int, peer: IMAPPeer) -> LineScan? {
         guard let base = bytes.baseAddress, from < bytes.count,
               let lf = memchr(base + from, 0x0A, bytes.count - from)
         else { return nil }
@@ -44,29 +54,39 @@ struct LineScan {
         if let nul = memchr(base, 0, lineLength) {
             nulOffset = base.distance(to: UnsafeRawPointer(nul))
         }
-        let line = UnsafeRawBufferPointer(rebasing: bytes[0..<contentEnd])
-        let firstSpace = line.firstIndex(of: 0x20)
-        let second = secondWord(line, firstSpace: firstSpace)
-        return LineScan(
-            lineLength: lineLength,
-            nulOffset: nulOffset,
-            firstByte: contentEnd > 0 ? bytes[0] : nil,
-            hasSpace: firstSpace != nil,
-            isDone: FrameHead.equalsCaseInsensitive(line, "DONE"),
-            secondWord: second.word,
-            secondWordIsStatus: second.isStatus,
-            literal: literalAnnouncement(line)
-        )
+        var firstSpace: Int? = nil
+        var secondSpace: Int? = nil
+        if let space = memchr(base, 0x20, contentEnd) {
+            let first = base.distance(to: UnsafeRawPointer(space))
+            firstSpace = first
+            if first + 1 < contentEnd, let next = memchr(base + first + 1, 0x20, contentEnd - first - 1) {
+                secondSpace = base.distance(to: UnsafeRawPointer(next))
+            }
+        }
+        let line = UnsafeRawBufferPointer(start: base, count: contentEnd)
+        let literal = literalAnnouncement(line)
+        var scan = LineScan(
+            lineLength: lineLength, nulOffset: nulOffset, firstByte: contentEnd > 0 ? bytes[0] : nil,
+            firstSpace: firstSpace, secondSpace: secondSpace,
+            isDone: false, secondWord: .other, secondWordIsStatus: false, literal: literal)
+        switch peer {
+        case .server:
+            if case .none = literal { return scan }
+            scan.secondWordIsStatus = secondWord(line, firstSpace: firstSpace, secondSpace: secondSpace).isStatus
+        case .client:
+            scan.isDone = FrameHead.equalsCaseInsensitive(line, "DONE")
+            scan.secondWord = secondWord(line, firstSpace: firstSpace, secondSpace: secondSpace).word
+        }
+        return scan
     }
 
     private static func secondWord(
-        _ line: UnsafeRawBufferPointer, firstSpace: Int?
+        _ line: UnsafeRawBufferPointer, firstSpace: Int?, secondSpace: Int?
     ) -> (word: SecondWord, isStatus: Bool) {
-        guard let firstSpace else { return (.other, false) }
+        guard let firstSpace, let base = line.baseAddress else { return (.other, false) }
         let start = firstSpace + 1
-        var end = start
-        while end < line.count && line[end] != 0x20 { end += 1 }
-        let word = UnsafeRawBufferPointer(rebasing: line[start..<end])
+        let end = secondSpace ?? line.count
+        let word = UnsafeRawBufferPointer(start: base + start, count: end - start)
         if FrameHead.equalsCaseInsensitive(word, "IDLE") { return (.idle, false) }
         if FrameHead.equalsCaseInsensitive(word, "AUTHENTICATE") { return (.authenticate, false) }
         let isStatus = FrameHead.equalsCaseInsensitive(word, "OK") || FrameHead.equalsCaseInsensitive(word, "NO")
