@@ -12,6 +12,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Framing, lazy parsing, typed views, encoding, mailbox names, limits.
@@ -20,10 +22,26 @@ let package = Package(
             name: "IMAPWire",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
+        // Listeners, TLS, pre-auth, upstream login and the relay.
+        .target(
+            name: "SluiceProxy",
+            dependencies: [
+                "IMAPWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [
                 "IMAPWire",
+                "SluiceProxy",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -40,6 +58,10 @@ let package = Package(
         .executableTarget(
             name: "imapwire-fuzz",
             dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "SluiceProxyTests",
+            dependencies: ["SluiceProxy", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "IMAPWireTests",

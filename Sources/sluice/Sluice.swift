@@ -1,10 +1,10 @@
 import ArgumentParser
 
 @main
-struct Sluice: ParsableCommand {
+struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A programmable IMAP proxy.",
-        subcommands: [ParseCommand.self]
+        subcommands: [RunCommand.self, ParseCommand.self]
     )
 }

@@ -70,6 +70,30 @@ public struct LineSegment: Sendable {
 
     /// Whether this segment is the last of its frame.
     public var endsFrame: Bool { literal == nil }
+
+    /// For a frame's first segment: its tag (the bytes before the first space).
+    public var tag: String? {
+        guard isFrameStart else { return nil }
+        return bytes.withUnsafeReadableBytes { FrameHead.tag(in: $0) }
+    }
+
+    /// For a frame's first segment: the word after the tag, upper-cased (a
+    /// command name, a status, or a message number), or `nil`.
+    public var secondWord: String? {
+        guard isFrameStart, let firstSpace else { return nil }
+        let end = secondSpace ?? max(firstSpace + 1, bytes.readableBytes - 2)
+        return bytes.withUnsafeReadableBytes { raw -> String? in
+            var stop = min(end, raw.count)
+            while stop > firstSpace + 1 && (raw[stop - 1] == 0x0A || raw[stop - 1] == 0x0D) { stop -= 1 }
+            guard stop > firstSpace + 1, stop - firstSpace <= 33 else { return nil }
+            var word = ""
+            for index in (firstSpace + 1)..<stop {
+                guard FrameHead.isNameByte(raw[index]) else { return nil }
+                word.unicodeScalars.append(Unicode.Scalar(FrameHead.upper(raw[index])))
+            }
+            return word
+        }
+    }
 }
 
 /// What the framer hands out, in stream order.

@@ -12,6 +12,9 @@ public struct IMAPFrameDecoder: Sendable {
     public var literalCaptureLimit: UInt64
 
     private var partial: Frame?
+    /// A synchronizing literal was announced and none of its bytes has come:
+    /// the peer waits for a continuation request.
+    private var awaitingContinuation: LiteralHeader?
 
     public init(peer: IMAPPeer, limits: IMAPLimits? = nil, literalCaptureLimit: UInt64 = 64 * 1024) {
         self.framer = IMAPFramer(peer: peer, limits: limits)
@@ -25,6 +28,7 @@ public struct IMAPFrameDecoder: Sendable {
             guard let event = try framer.next(&buffer) else { return nil }
             switch event {
             case .line(let segment):
+                awaitingContinuation = segment.literal.flatMap { $0.isSynchronizing ? $0 : nil }
                 if segment.isFrameStart {
                     partial = Frame(kind: segment.kind, segments: [], literals: [], offset: offsetBefore, length: 0)
                 }
@@ -40,6 +44,7 @@ public struct IMAPFrameDecoder: Sendable {
                     return frame
                 }
             case .literalBytes(let chunk, _):
+                awaitingContinuation = nil
                 guard var frame = partial, !frame.literals.isEmpty else {
                     preconditionFailure("literal bytes without a frame")
                 }
@@ -54,10 +59,19 @@ public struct IMAPFrameDecoder: Sendable {
         }
     }
 
+    /// The synchronizing literal the peer is waiting to send, once: a server
+    /// (or a proxy answering in its place) then sends `+` — or refuses the
+    /// command and calls `abandonLiteral()`.
+    public mutating func takeContinuationRequest() -> LiteralHeader? {
+        defer { awaitingContinuation = nil }
+        return awaitingContinuation
+    }
+
     /// The client's synchronizing literal was refused; see `IMAPFramer.abandonLiteral()`.
     /// Returns the frame as it stands (without the literal's bytes).
     public mutating func abandonLiteral() -> Frame? {
         framer.abandonLiteral()
+        awaitingContinuation = nil
         defer { partial = nil }
         return partial
     }

@@ -1,0 +1,254 @@
+import IMAPWire
+
+/// The proxy's side of the conversation before login (RFC 3501 §6.1–6.2):
+/// greeting, CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and AUTHENTICATE
+/// PLAIN/LOGIN (with and without SASL-IR). Everything else is refused.
+///
+/// A struct without I/O: it takes frames and events and returns actions that
+/// the session's handler carries out.
+struct PreAuthStateMachine {
+    enum Action: Equatable {
+        /// Write these complete lines to the client.
+        case send(String)
+        /// Write these lines, then close the connection.
+        case sendAndClose(String)
+        /// Write this OK, then start TLS; plaintext the client pipelined
+        /// behind STARTTLS must be discarded.
+        case startTLS(String)
+        /// Log in upstream with these credentials for the command `tag`.
+        case login(tag: String, credentials: Credentials)
+        /// Nothing to do.
+        case none
+    }
+
+    private enum State: Equatable {
+        case ready
+        /// An AUTHENTICATE exchange waits for the client's next SASL line.
+        case awaitingSASL(tag: String, step: SASLStep)
+        /// The upstream login is in progress; no frames are taken meanwhile.
+        case loggingIn(tag: String)
+        case loggedIn
+        case closed
+    }
+
+    private enum SASLStep: Equatable {
+        case plain
+        case loginUser
+        case loginPassword(user: [UInt8])
+    }
+
+    let security: ProxyConfiguration.ListenerSecurity
+    let greetingText: String
+    let maxBadCommands: Int
+    private(set) var tlsActive: Bool
+    private(set) var badCommands = 0
+    /// What the client said of itself with ID (RFC 2971), for logs and upstream.
+    private(set) var clientID: IDParameters?
+    private var state: State = .ready
+
+    init(security: ProxyConfiguration.ListenerSecurity, greeting: String, maxBadCommands: Int) {
+        self.security = security
+        self.greetingText = greeting
+        self.maxBadCommands = maxBadCommands
+        self.tlsActive = security == .implicit
+    }
+
+    /// Whether the client framer should treat lines as SASL responses.
+    var isAwaitingSASL: Bool {
+        if case .awaitingSASL = state { return true }
+        return false
+    }
+
+    /// Whether frames may be taken now (not while an upstream login runs).
+    var acceptsFrames: Bool {
+        switch state {
+        case .ready, .awaitingSASL: return true
+        case .loggingIn, .loggedIn, .closed: return false
+        }
+    }
+
+    private var loginDisabled: Bool { security.requiresTLSForLogin && !tlsActive }
+
+    /// Capabilities announced before login.
+    var capabilities: [String] {
+        var capabilities = ["IMAP4rev1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+"]
+        if security.offersStartTLS && !tlsActive { capabilities.append("STARTTLS") }
+        if loginDisabled {
+            capabilities.append("LOGINDISABLED")
+        } else {
+            capabilities += ["AUTH=PLAIN", "AUTH=LOGIN"]
+        }
+        return capabilities
+    }
+
+    func greeting() -> String {
+        "* OK [CAPABILITY \(capabilities.joined(separator: " "))] \(greetingText)\r\n"
+    }
+
+    mutating func tlsEstablished() {
+        tlsActive = true
+    }
+
+    /// A frame from the client.
+    mutating func receive(_ frame: Frame) -> Action {
+        switch state {
+        case .awaitingSASL(let tag, let step):
+            return receiveSASL(frame, tag: tag, step: step)
+        case .ready:
+            break
+        case .loggingIn, .loggedIn, .closed:
+            return .none
+        }
+        guard frame.kind == .command, let tag = frame.tag, let name = frame.name else {
+            return bad("* BAD Error in IMAP command: missing tag or command.\r\n")
+        }
+        let command = try? frame.command()
+        switch name {
+        case "CAPABILITY":
+            return .send("* CAPABILITY \(capabilities.joined(separator: " "))\r\n"
+                + "\(tag) OK Pre-login capabilities listed, post-login capabilities have more.\r\n")
+        case "NOOP":
+            return .send("\(tag) OK NOOP completed.\r\n")
+        case "LOGOUT":
+            state = .closed
+            return .sendAndClose("* BYE Logging out.\r\n\(tag) OK Logout completed.\r\n")
+        case "ID":
+            guard let command, let id = IDCommand(command) else { return bad("\(tag) BAD Invalid ID arguments.\r\n") }
+            clientID = id.parameters
+            return .send("* ID (\"name\" \"Sluice\")\r\n\(tag) OK ID completed.\r\n")
+        case "STARTTLS":
+            guard security.offersStartTLS, !tlsActive else {
+                return bad("\(tag) BAD STARTTLS is not available here.\r\n")
+            }
+            return .startTLS("\(tag) OK Begin TLS negotiation now.\r\n")
+        case "LOGIN":
+            if loginDisabled {
+                return bad("\(tag) NO [PRIVACYREQUIRED] Plaintext authentication is disallowed without TLS.\r\n")
+            }
+            guard let command, let login = LoginCommand(command) else {
+                return bad("\(tag) BAD Invalid LOGIN arguments.\r\n")
+            }
+            return startLogin(tag: tag, credentials: Credentials(user: login.user, password: login.password))
+        case "AUTHENTICATE":
+            if loginDisabled {
+                return bad("\(tag) NO [PRIVACYREQUIRED] Authentication is disallowed without TLS.\r\n")
+            }
+            guard let command, let authenticate = AuthenticateCommand(command) else {
+                return bad("\(tag) BAD Invalid AUTHENTICATE arguments.\r\n")
+            }
+            return authenticateCommand(tag: tag, authenticate)
+        case "ENABLE":
+            return bad("\(tag) BAD ENABLE is only allowed after login.\r\n")
+        default:
+            if knownAfterLogin.contains(name) {
+                return bad("\(tag) BAD \(name) is only allowed after login.\r\n")
+            }
+            return bad("\(tag) BAD Unknown command.\r\n")
+        }
+    }
+
+    /// The upstream accepted the login; `capabilities` are its post-login ones.
+    mutating func loginSucceeded(capabilities: [String]) -> Action {
+        guard case .loggingIn(let tag) = state else { return .none }
+        state = .loggedIn
+        let code = capabilities.isEmpty ? "" : "[CAPABILITY \(capabilities.joined(separator: " "))] "
+        return .send("\(tag) OK \(code)Logged in\r\n")
+    }
+
+    /// The upstream refused the login (its response code and text are kept),
+    /// or could not be reached.
+    mutating func loginFailed(response: String) -> Action {
+        guard case .loggingIn(let tag) = state else { return .none }
+        state = .ready
+        return bad("\(tag) \(response)\r\n")
+    }
+
+    // MARK: - AUTHENTICATE
+
+    private mutating func authenticateCommand(tag: String, _ command: AuthenticateCommand) -> Action {
+        switch command.mechanism {
+        case "PLAIN":
+            guard let initial = command.initialResponse else {
+                state = .awaitingSASL(tag: tag, step: .plain)
+                return .send("+ \r\n")
+            }
+            return plainResponse(initial, tag: tag)
+        case "LOGIN":
+            guard let initial = command.initialResponse else {
+                state = .awaitingSASL(tag: tag, step: .loginUser)
+                return .send("+ VXNlcm5hbWU6\r\n")  // "Username:"
+            }
+            guard let user = decodeSASL(initial) else { return bad("\(tag) BAD Invalid BASE64 in initial response.\r\n") }
+            state = .awaitingSASL(tag: tag, step: .loginPassword(user: user))
+            return .send("+ UGFzc3dvcmQ6\r\n")  // "Password:"
+        default:
+            return bad("\(tag) NO [CANNOT] Unsupported authentication mechanism.\r\n")
+        }
+    }
+
+    private mutating func receiveSASL(_ frame: Frame, tag: String, step: SASLStep) -> Action {
+        state = .ready
+        guard frame.kind == .saslResponse, let line = frame.segments.first.map({ Array($0.readableBytesView) }) else {
+            return bad("\(tag) BAD Authentication exchange expected a response line.\r\n")
+        }
+        var response = line
+        while let last = response.last, last == 0x0A || last == 0x0D { response.removeLast() }
+        if response == [UInt8(ascii: "*")] {
+            return bad("\(tag) BAD Authentication aborted by client.\r\n")
+        }
+        switch step {
+        case .plain:
+            return plainResponse(response, tag: tag)
+        case .loginUser:
+            guard let user = decodeSASL(response) else { return bad("\(tag) BAD Invalid BASE64.\r\n") }
+            state = .awaitingSASL(tag: tag, step: .loginPassword(user: user))
+            return .send("+ UGFzc3dvcmQ6\r\n")
+        case .loginPassword(let user):
+            guard let password = decodeSASL(response) else { return bad("\(tag) BAD Invalid BASE64.\r\n") }
+            return startLogin(tag: tag, credentials: Credentials(user: user, password: password))
+        }
+    }
+
+    /// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`.
+    private mutating func plainResponse(_ encoded: [UInt8], tag: String) -> Action {
+        guard let decoded = decodeSASL(encoded) else { return bad("\(tag) BAD Invalid BASE64.\r\n") }
+        let parts = decoded.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[1].isEmpty else { return bad("\(tag) BAD Invalid PLAIN response.\r\n") }
+        let authorization = Array(parts[0])
+        let user = Array(parts[1])
+        guard authorization.isEmpty || authorization == user else {
+            return bad("\(tag) NO [AUTHORIZATIONFAILED] Logging in as another user is not supported.\r\n")
+        }
+        return startLogin(tag: tag, credentials: Credentials(user: user, password: Array(parts[2])))
+    }
+
+    /// `=` is an empty response (RFC 4959 §3).
+    private func decodeSASL(_ encoded: [UInt8]) -> [UInt8]? {
+        encoded == [UInt8(ascii: "=")] ? [] : Base64.decode(encoded)
+    }
+
+    private mutating func startLogin(tag: String, credentials: Credentials) -> Action {
+        state = .loggingIn(tag: tag)
+        return .login(tag: tag, credentials: credentials)
+    }
+
+    // MARK: - Bad commands
+
+    /// Sends a refusal and counts it; too many end the connection.
+    private mutating func bad(_ lines: String) -> Action {
+        badCommands += 1
+        if badCommands >= maxBadCommands {
+            state = .closed
+            return .sendAndClose(lines + "* BYE Too many invalid commands.\r\n")
+        }
+        return .send(lines)
+    }
+
+    private let knownAfterLogin: Set<String> = [
+        "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS",
+        "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "IDLE",
+        "NAMESPACE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS", "LISTRIGHTS",
+        "GETMETADATA", "SETMETADATA", "COMPRESS", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID SEARCH",
+        "UID EXPUNGE", "SORT", "THREAD", "UID SORT", "UID THREAD",
+    ]
+}

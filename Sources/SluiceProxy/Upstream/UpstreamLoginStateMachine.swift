@@ -1,0 +1,196 @@
+import IMAPWire
+import NIOCore
+
+/// Logs in to the upstream server on the client's behalf (struct, no I/O).
+///
+/// Reads the greeting, upgrades with STARTTLS when configured, learns the
+/// capabilities, then logs in with AUTHENTICATE PLAIN when the server offers
+/// it (BASE64 needs no quoting) and LOGIN otherwise; finally makes sure it
+/// knows the post-login capabilities, which the client gets in its tagged OK.
+/// Nothing the upstream says here reaches the client, except the response
+/// code and text of a refused login.
+struct UpstreamLoginStateMachine {
+    enum Action {
+        case send(ByteBuffer)
+        /// Send this, then start TLS on the upstream connection.
+        case sendThenStartTLS(ByteBuffer)
+        case succeeded(capabilities: [String])
+        /// Login failed: the tagged response for the client (`NO [code] text`).
+        case failed(response: String, reason: String)
+        case none
+    }
+
+    private enum State {
+        case greeting
+        case startTLS
+        case tlsHandshake
+        case capability
+        /// Waiting for `+` to send the next part of the login command.
+        case login(remaining: [ByteBuffer])
+        case postLoginCapability
+        case done
+    }
+
+    private var state: State = .greeting
+    private let credentials: Credentials
+    private let useStartTLS: Bool
+    private var capabilities: [String] = []
+    private var tagCounter = 0
+    private var currentTag = ""
+
+    init(credentials: Credentials, useStartTLS: Bool) {
+        self.credentials = credentials
+        self.useStartTLS = useStartTLS
+    }
+
+    /// A response frame from the upstream.
+    mutating func receive(_ frame: Frame) -> Action {
+        let response = try? frame.response()
+        switch state {
+        case .greeting:
+            guard case .status(let status) = response, status.tag == nil else {
+                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream greeting malformed")
+            }
+            switch status.status {
+            case .ok:
+                if let code = status.text.code, let capability = CapabilityResponse(code) {
+                    capabilities = capability.capabilities
+                }
+                if useStartTLS {
+                    state = .startTLS
+                    return .send(command("STARTTLS"))
+                }
+                return capabilities.isEmpty ? askCapabilities() : startLogin()
+            case .bye, .no, .bad:
+                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream refused the connection")
+            case .preauth:
+                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream greeted with PREAUTH")
+            }
+        case .startTLS:
+            guard case .status(let status) = response, status.tag == currentTag else { return .none }
+            guard status.status == .ok else {
+                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream refused STARTTLS")
+            }
+            state = .tlsHandshake
+            capabilities = []  // RFC 3501 §6.2.1: forget what was learned before TLS
+            return .sendThenStartTLS(ByteBuffer())
+        case .tlsHandshake:
+            return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream sent data before the TLS handshake")
+        case .capability, .postLoginCapability:
+            if case .data(let data) = response, let capability = CapabilityResponse(data) {
+                capabilities = capability.capabilities
+                return .none
+            }
+            guard case .status(let status) = response, status.tag == currentTag else { return .none }
+            if case .postLoginCapability = state {
+                state = .done
+                return .succeeded(capabilities: capabilities)
+            }
+            guard status.status == .ok else {
+                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream CAPABILITY failed")
+            }
+            return startLogin()
+        case .login(var remaining):
+            if frame.kind == .continuationRequest {
+                guard !remaining.isEmpty else {
+                    return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "unexpected continuation")
+                }
+                let next = remaining.removeFirst()
+                state = .login(remaining: remaining)
+                return .send(next)
+            }
+            if case .data(let data) = response, let capability = CapabilityResponse(data) {
+                capabilities = capability.capabilities
+                return .none
+            }
+            guard case .status(let status) = response, status.tag == currentTag else { return .none }
+            guard status.status == .ok else {
+                return .failed(response: clientResponse(for: status), reason: "upstream refused the login")
+            }
+            if let code = status.text.code, let capability = CapabilityResponse(code) {
+                state = .done
+                return .succeeded(capabilities: capability.capabilities)
+            }
+            state = .postLoginCapability
+            capabilities = []
+            return .send(command("CAPABILITY"))
+        case .done:
+            return .none
+        }
+    }
+
+    /// The TLS handshake with the upstream completed (after STARTTLS).
+    mutating func tlsEstablished() -> Action {
+        guard case .tlsHandshake = state else { return .none }
+        return askCapabilities()
+    }
+
+    private mutating func askCapabilities() -> Action {
+        state = .capability
+        return .send(command("CAPABILITY"))
+    }
+
+    private mutating func startLogin() -> Action {
+        let upper = Set(capabilities.map { $0.uppercased() })
+        let has = { (name: String) in upper.contains(name) }
+        if has("LOGINDISABLED") {
+            return .failed(response: "NO [UNAVAILABLE] Server is unavailable.",
+                           reason: "upstream disallows login on this connection (configure TLS to it)")
+        }
+        nextTag()
+        if has("AUTH=PLAIN") {
+            let response = Base64.encode([0] + credentials.user + [0] + credentials.password)
+            if has("SASL-IR") {
+                state = .login(remaining: [])
+                return .send(ByteBuffer(string: "\(currentTag) AUTHENTICATE PLAIN \(response)\r\n"))
+            }
+            state = .login(remaining: [ByteBuffer(string: response + "\r\n")])
+            return .send(ByteBuffer(string: "\(currentTag) AUTHENTICATE PLAIN\r\n"))
+        }
+        let receiver: EncodingOptions.Receiver = has("LITERAL+") ? .serverWithLiteralPlus
+            : (has("LITERAL-") ? .serverWithLiteralMinus : .server)
+        var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver))
+        encoder.writeRaw("\(currentTag) LOGIN ")
+        encoder.writeAString(credentials.user)
+        encoder.writeSpace()
+        encoder.writeAString(credentials.password)
+        let encoded = encoder.finish()
+        // Split where a synchronizing literal must wait for the server's "+".
+        var parts: [ByteBuffer] = []
+        var current = ByteBuffer()
+        for (index, segment) in encoded.segments.enumerated() {
+            var segment = segment
+            current.writeBuffer(&segment)
+            guard index < encoded.literals.count else { continue }
+            let literal = encoded.literals[index]
+            if literal.header.isSynchronizing {
+                parts.append(current)
+                current = ByteBuffer()
+            }
+            if case .bytes(var bytes) = literal.payload { current.writeBuffer(&bytes) }
+        }
+        parts.append(current)
+        state = .login(remaining: Array(parts.dropFirst()))
+        return .send(parts[0])
+    }
+
+    private mutating func nextTag() {
+        tagCounter += 1
+        currentTag = "sluice\(tagCounter)"
+    }
+
+    private mutating func command(_ text: String) -> ByteBuffer {
+        nextTag()
+        return ByteBuffer(string: "\(currentTag) \(text)\r\n")
+    }
+
+    /// The upstream's NO/BAD for the client, keeping its response code.
+    private func clientResponse(for status: StatusResponse) -> String {
+        var code = ""
+        if let responseCode = status.text.code {
+            code = "[\(responseCode.name)" + (responseCode.rawArguments.isEmpty ? "" : " " + String(decoding: responseCode.rawArguments, as: UTF8.self)) + "] "
+        }
+        let text = String(decoding: status.text.text, as: UTF8.self)
+        return "NO \(code)\(text.isEmpty ? "Authentication failed." : text)"
+    }
+}
