@@ -20,8 +20,10 @@ LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\r\n$")
 
 
 class Recorder:
-    def __init__(self, host, port, name, outdir):
+    def __init__(self, host, port, name, outdir, tls=None):
         self.sock = socket.create_connection((host, port), timeout=20)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
         self.sent = bytearray()
         self.received = bytearray()
         self.buffer = bytearray()
@@ -93,6 +95,8 @@ class Recorder:
 
     def close(self):
         self.sock.close()
+        if self.outdir is None:
+            return
         with open(os.path.join(self.outdir, self.name + ".client"), "wb") as f:
             f.write(self.sent)
         with open(os.path.join(self.outdir, self.name + ".server"), "wb") as f:
@@ -251,6 +255,13 @@ def session_errors(r):
     r.command("i8", b"SEARCH BOGUSKEY")
     r.command("i9", b"ENABLE UTF8=ACCEPT")
     r.command("i10", b"LOGOUT")
+
+
+SESSIONS = {
+    "basic": session_basic, "literals": session_literals, "authenticate": session_authenticate,
+    "sasl-ir": session_sasl_ir, "auth-login": session_auth_login, "pipelined": session_pipelined,
+    "mailbox-names": session_mailbox_names, "errors": session_errors,
+}
 
 
 def main():

@@ -30,9 +30,12 @@ def message(index, subject, body, extra_headers=""):
 
 
 def put(folder, index, data, flags=""):
-    name = f"{int(time.time())}.seed{index}.sluice:2,{flags}"
-    with open(os.path.join(folder, "cur", name), "wb") as f:
+    name = f"1795000000.seed{index}.sluice:2,{flags}"
+    path = os.path.join(folder, "cur", name)
+    with open(path, "wb") as f:
         f.write(data)
+    # A fixed internal date, so that runs on fresh mail compare equal.
+    os.utime(path, (1795000000 + index, 1795000000 + index))
 
 
 users = {"alice": True, "bob": False, "carol": False}
@@ -53,6 +56,8 @@ for user, with_mail in users.items():
     line = ("0123456789" * 7 + "\r\n")
     put(home, 4, message(4, "Large", line * (3 * 1024 * 1024 // len(line))))
     put(home, 5, message(5, "Empty body", ""))
+    if os.environ.get("SLUICE_SEED_LARGE") == "1":
+        put(home, 7, message(7, "Fifty megabytes", line * (50 * 1024 * 1024 // len(line))))
     for folder in (".Sent", ".Archive", ".Archive.2019", ".Entw&APw-rfe", ".Calendar"):
         maildir(os.path.join(home, folder))
     put(os.path.join(home, ".Sent"), 6, message(6, "Sent one", "sent\r\n"), "S")

@@ -16,6 +16,8 @@ final class ProxySession {
     enum Phase {
         case preAuth
         case loggingIn
+        /// The login failed; its answer waits out the failure delay.
+        case loginFailed
         case relay
         case closed
     }
@@ -109,7 +111,7 @@ final class ProxySession {
 
     func clientTimedOut() {
         switch phase {
-        case .preAuth, .loggingIn:
+        case .preAuth, .loggingIn, .loginFailed:
             endReason = "pre-auth timeout"
             writeToClient("* BYE Disconnected for inactivity.\r\n", flush: true)
             clientChannel.close(promise: nil)
@@ -128,7 +130,7 @@ final class ProxySession {
     var mayReadFromClient: Bool {
         switch phase {
         case .preAuth: return preAuth.acceptsFrames
-        case .loggingIn, .closed: return false
+        case .loggingIn, .loginFailed, .closed: return false
         case .relay: return upstreamChannel?.isWritable ?? false
         }
     }
@@ -137,7 +139,7 @@ final class ProxySession {
         switch phase {
         case .loggingIn: return true
         case .relay: return clientChannel.isWritable
-        case .preAuth, .closed: return false
+        case .preAuth, .loginFailed, .closed: return false
         }
     }
 
@@ -163,7 +165,7 @@ final class ProxySession {
                 try processPreAuth()
             case .relay:
                 try relayFromClient()
-            case .loggingIn, .closed:
+            case .loggingIn, .loginFailed, .closed:
                 break
             }
         } catch let error as IMAPFramingError {
@@ -270,6 +272,10 @@ final class ProxySession {
         }
     }
 
+    func upstreamActive(_ channel: Channel) {
+        if upstreamChannel == nil && phase == .loggingIn { upstreamChannel = channel }
+    }
+
     func upstreamRead(_ data: ByteBuffer) {
         bytesFromUpstream += data.readableBytes
         append(data, to: &upstreamBuffer)
@@ -279,7 +285,7 @@ final class ProxySession {
                 try processUpstreamLogin()
             case .relay:
                 try relayFromUpstream()
-            case .preAuth, .closed:
+            case .preAuth, .loginFailed, .closed:
                 upstreamBuffer.clear()
             }
         } catch let error as IMAPFramingError {
@@ -307,22 +313,30 @@ final class ProxySession {
     }
 
     func upstreamClosed() {
+        guard !closingUpstream else { return }
         switch phase {
         case .loggingIn:
             loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream closed during login")
         case .relay:
-            endReason = "upstream closed the connection"
-            if upstreamDecoder.framer.isAtFrameBoundary {
+            endReason = upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection"
+            if upstreamDecoder.framer.isAtFrameBoundary && !upstreamSaidBye {
                 localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
                 flushLocalResponses()
             }
             // Mid-frame, a BYE would land inside the response; the client sees the cut instead.
             clientChannel.flush()
             clientChannel.close(promise: nil)
-        case .preAuth, .closed:
+        case .preAuth, .loginFailed, .closed:
             break
         }
     }
+
+    /// The upstream sent `* BYE` (after LOGOUT, or shutting down): its
+    /// closing needs no BYE from the proxy.
+    private var upstreamSaidBye = false
+
+    /// The proxy itself is closing the upstream (its closure is no news).
+    private var closingUpstream = false
 
     func upstreamError(_ error: Error) {
         if phase == .loggingIn {
@@ -396,15 +410,18 @@ final class ProxySession {
     private func loginFailed(response: String, reason: String) {
         guard phase == .loggingIn else { return }
         logger.notice("login failed", metadata: ["reason": "\(reason)"])
+        phase = .loginFailed
         upstreamLogin = nil
+        closingUpstream = true
         upstreamChannel?.close(promise: nil)
         upstreamChannel = nil
+        closingUpstream = false
         upstreamBuffer.clear()
         upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         clientChannel.eventLoop.scheduleTask(in: configuration.loginFailureDelay) {
             let session = bound.value
-            guard session.phase == .loggingIn else { return }
+            guard session.phase == .loginFailed else { return }
             session.phase = .preAuth
             session.perform(session.preAuth.loginFailed(response: response))
             session.processClient()
@@ -441,6 +458,9 @@ final class ProxySession {
         while let event = try upstreamDecoder.framer.next(&upstreamBuffer) {
             switch event {
             case .line(let segment):
+                if segment.isFrameStart, segment.kind == .untaggedResponse, segment.secondWord == "BYE" {
+                    upstreamSaidBye = true
+                }
                 if segment.isFrameStart, pendingLiteralTag != nil {
                     if segment.kind == .continuationRequest {
                         pendingLiteralTag = nil
@@ -519,6 +539,7 @@ final class ProxySession {
     private static let empty = ByteBuffer()
 
     private func closeBoth() {
+        closingUpstream = true
         flushLocalResponses()
         clientChannel.flush()
         clientChannel.close(promise: nil)
@@ -527,6 +548,7 @@ final class ProxySession {
 
     private func end(reason: String) {
         phase = .closed
+        closingUpstream = true
         upstreamChannel?.close(promise: nil)
         let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
         logger.info("session ended", metadata: [

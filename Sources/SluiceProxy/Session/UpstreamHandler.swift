@@ -15,6 +15,11 @@ final class UpstreamHandler: ChannelDuplexHandler {
         self.session = session
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        session.upstreamActive(context.channel)
+        context.fireChannelActive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         session.upstreamRead(unwrapInboundIn(data))
     }
