@@ -42,7 +42,7 @@ private func run(_ data: [UInt8], peer: IMAPPeer, readSizes: [Int], parse: Bool 
             buffer.writeBytes(data[offset..<end])
             offset = end
             while let frame = try decoder.next(&buffer) {
-                guard let bytes = frame.originalBytes() else { fatalError("captured frame lost its literal bytes") }
+                guard let bytes = frame.originalBytes() else { fatalError("captured frame lost its literal bytes") }  // trap-ok: libFuzzer reports a broken invariant as a crash
                 outcome.frames.append(Array(bytes.readableBytesView))
                 outcome.kinds.append(frame.kind)
                 if parse { exercise(frame) }
@@ -66,7 +66,7 @@ private func exercise(_ frame: Frame) {
             _ = IMAPEncoder.encode(command, options: EncodingOptions(receiver: .serverWithLiteralMinus)).bytes(original: frame)
             if case .select(let select) = view, let name = select.mailbox.displayName(utf8: false) {
                 guard MailboxName(name, utf8: false).displayName(utf8: false) == name else {
-                    fatalError("modified UTF-7 round trip changed \(name)")
+                    fatalError("modified UTF-7 round trip changed \(name)")  // trap-ok: libFuzzer reports a broken invariant as a crash
                 }
             }
         }
@@ -94,11 +94,11 @@ public func fuzzOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
         guard whole.frames == bytewise.frames, whole.frames == uneven.frames,
               whole.kinds == bytewise.kinds, whole.error?.kind == bytewise.error?.kind,
               whole.error?.kind == uneven.error?.kind
-        else { fatalError("framing depends on how the input was split") }
+        else { fatalError("framing depends on how the input was split") }  // trap-ok: libFuzzer reports a broken invariant as a crash
         // Invariant 2: frames are exactly the input's bytes, in order.
         let joined = whole.frames.flatMap { $0 }
         guard joined.count <= data.count, Array(data[0..<joined.count]) == joined else {
-            fatalError("re-emitted frames differ from the input")
+            fatalError("re-emitted frames differ from the input")  // trap-ok: libFuzzer reports a broken invariant as a crash
         }
     }
     return 0

@@ -1,3 +1,4 @@
+import IMAPWire
 import Logging
 
 #if canImport(Glibc)
@@ -20,10 +21,10 @@ struct JSONLogHandler: LogHandler {
     func log(event: LogEvent) {
         var fields = metadata
         if let extra = event.metadata { fields.merge(extra) { $1 } }
-        var line = "{\"time\":" + FrameJSON.string(timestamp()) + ",\"level\":\"\(event.level)\",\"message\":"
-            + FrameJSON.string(event.message.description)
+        var line = "{\"time\":" + FrameReport.jsonString(timestamp()) + ",\"level\":\"\(event.level)\",\"message\":"
+            + FrameReport.jsonString(event.message.description)
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            line += "," + FrameJSON.string(key) + ":" + FrameJSON.string("\(value)")
+            line += "," + FrameReport.jsonString(key) + ":" + FrameReport.jsonString("\(value)")
         }
         printError(line + "}")
     }
@@ -42,22 +43,3 @@ struct JSONLogHandler: LogHandler {
     }
 }
 
-enum FrameJSON {
-    static func string(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-}

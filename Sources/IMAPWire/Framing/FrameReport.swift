@@ -55,7 +55,8 @@ public struct FrameReport: Hashable, Sendable {
         return line
     }
 
-    static func jsonString(_ value: String?) -> String {
+    /// `value` as a JSON string literal (`null` for `nil`).
+    public static func jsonString(_ value: String?) -> String {
         guard let value else { return "null" }
         var out = "\""
         for scalar in value.unicodeScalars {
