@@ -72,17 +72,19 @@ def client_tls():
 class Sluice:
     """A sluice run process on a free port."""
 
-    def __init__(self, *arguments, upstream=None):
+    def __init__(self, *arguments, upstream=None, listen_host=HOST):
         self.port = free_port()
+        self.host = listen_host
         self.log = open(os.path.join(DOVECOT_DIR, f"sluice-{self.port}.log"), "w")
-        command = [SLUICE, "run", "--listen", f"{HOST}:{self.port}",
+        listen = f"[{listen_host}]:{self.port}" if ":" in listen_host else f"{listen_host}:{self.port}"
+        command = [SLUICE, "run", "--listen", listen,
                    "--upstream", upstream or f"{HOST}:{PORT}", "--cert", CERT, "--key", KEY, *arguments]
         env = dict(os.environ, SLUICE_LOGIN_FAILURE_DELAY_MS="50")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env)
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
-                socket.create_connection((HOST, self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return
             except OSError:
                 if self.process.poll() is not None:
@@ -170,7 +172,7 @@ def read_until(sock, pattern, limit=10):
 
 
 def login_reply(sluice, user, password, tls=None):
-    s = socket.create_connection((HOST, sluice.port), timeout=10)
+    s = socket.create_connection((sluice.host, sluice.port), timeout=10)
     if tls:
         s = tls.wrap_socket(s, server_hostname=HOST)
     read_until(s, rb"\r\n")
@@ -274,6 +276,10 @@ def main():
             assert received > 50 * 1024 * 1024
             assert growth_mb < 16, f"proxy memory grew by {growth_mb:.1f} MB for a 50 MB message"
         check("a 50 MB FETCH to a slow reader keeps proxy memory bounded", slow_reader_bounded_memory)
+
+    with Sluice(listen_host="::1") as sluice:
+        check("IPv6 listener: login through [::1]",
+              lambda: _assert(b"a OK [CAPABILITY" in login_reply(sluice, "alice", "secret-alice")))
 
     with Sluice(upstream=f"{HOST}:{free_port()}") as sluice:
         check("upstream down gives NO [UNAVAILABLE]",
