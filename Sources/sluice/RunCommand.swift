@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Logging
 import NIOCore
+import ServiceLifecycle
 import SluiceProxy
 
 #if canImport(Glibc)
@@ -10,34 +11,29 @@ import Glibc
 import Darwin
 #endif
 
-/// `sluice run`: the proxy.
-struct RunCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run",
-        abstract: "Run the proxy.",
-        discussion: """
-            For one upstream no configuration file is needed:
-              sluice run --listen 127.0.0.1:1143 --upstream 127.0.0.1:143
-            """
-    )
+/// The settings `run` and `check` share: a configuration file and the flags
+/// that override it (or replace it, for the one-upstream case).
+struct ConfigurationOptions: ParsableArguments {
+    @Option(name: .long, help: "YAML configuration file (see docs/configuration.md).")
+    var config: String?
 
-    @Option(name: .long, help: "Address to listen on, HOST:PORT ([::1]:PORT for IPv6); repeatable.")
+    @Option(name: .long, help: "Address to listen on, HOST:PORT ([::1]:PORT for IPv6); repeatable. Replaces the file's listeners.")
     var listen: [String] = []
 
-    @Option(name: .customLong("listen-tls"), help: "Client-side TLS: plain, starttls, starttls-required or implicit.")
-    var listenTLS: ProxyConfiguration.ListenerSecurity = .plain
+    @Option(name: .customLong("listen-tls"), help: "Client-side TLS for --listen: plain, starttls, starttls-required or implicit.")
+    var listenTLS: ProxyConfiguration.ListenerSecurity?
 
-    @Option(name: .long, help: "Certificate chain (PEM) for TLS listeners.")
+    @Option(name: .long, help: "Certificate chain (PEM) for TLS listeners. Replaces the file's certificates.")
     var cert: String?
 
-    @Option(name: .long, help: "Private key (PEM) for TLS listeners.")
+    @Option(name: .long, help: "Private key (PEM) for --cert.")
     var key: String?
 
-    @Option(name: .long, help: "The IMAP server, HOST:PORT.")
-    var upstream: String
+    @Option(name: .long, help: "The IMAP server, HOST:PORT. Replaces the file's upstream or routing.")
+    var upstream: String?
 
     @Option(name: .customLong("upstream-tls"), help: "Upstream TLS: plain, starttls or implicit.")
-    var upstreamTLS: ProxyConfiguration.UpstreamSecurity = .plain
+    var upstreamTLS: ProxyConfiguration.UpstreamSecurity?
 
     @Option(name: .customLong("upstream-ca"), help: "CA certificates (PEM) to verify the upstream with, instead of the system's.")
     var upstreamCA: String?
@@ -49,101 +45,138 @@ struct RunCommand: AsyncParsableCommand {
     var logJSON = false
 
     func validate() throws {
-        if listen.isEmpty { throw ValidationError("--listen HOST:PORT is required") }
-        for address in listen { _ = try HostPort(address, option: "--listen") }
-        _ = try HostPort(upstream, option: "--upstream")
-        if listenTLS != .plain && (cert == nil || key == nil) {
-            throw ValidationError("--listen-tls \(listenTLS.rawValue) needs --cert FILE and --key FILE")
-        }
-        for (option, path) in [("--cert", cert), ("--key", key), ("--upstream-ca", upstreamCA)] {
+        for address in listen { _ = try hostPort(address, option: "--listen") }
+        if let upstream { _ = try hostPort(upstream, option: "--upstream") }
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        for (option, path) in [("--cert", cert), ("--key", key), ("--upstream-ca", upstreamCA), ("--config", config)] {
             if let path, access(path, R_OK) != 0 { throw ValidationError("\(option): cannot read \(path)") }
         }
+        if config == nil && listen.isEmpty { throw ValidationError("give --config FILE, or --listen HOST:PORT and --upstream HOST:PORT") }
+        if config == nil && upstream == nil { throw ValidationError("--upstream HOST:PORT is required without --config") }
     }
 
+    /// The file (if any) with the flags applied over it, checked for
+    /// completeness. Throws every problem found.
+    func configuration() throws(ConfigurationErrors) -> ProxyConfiguration {
+        var configuration = ProxyConfiguration()
+        if let config { configuration = try ProxyConfiguration.load(file: config) }
+        var issues: [ConfigurationIssue] = []
+        func flagIssue(_ flag: String, _ message: String) {
+            issues.append(ConfigurationIssue(file: nil, line: nil, keyPath: flag, message: message))
+        }
+        if !listen.isEmpty {
+            configuration.listeners = listen.compactMap { text in
+                guard let address = try? HostPort(text) else { return nil }
+                return ProxyConfiguration.Listener(host: address.host, port: address.port, security: listenTLS ?? .plain)
+            }
+        } else if let listenTLS {
+            for index in configuration.listeners.indices { configuration.listeners[index].security = listenTLS }
+        }
+        if let cert, let key {
+            configuration.certificates = [ProxyConfiguration.Certificate(certificateFile: cert, keyFile: key)]
+        }
+        if let upstream, let address = try? HostPort(upstream) {
+            configuration.routing = .static(ProxyConfiguration.Upstream(host: address.host, port: address.port))
+        }
+        if upstreamTLS != nil || upstreamCA != nil || noUpstreamVerify {
+            if var upstream = configuration.staticUpstream {
+                if let upstreamTLS { upstream.security = upstreamTLS }
+                if let upstreamCA { upstream.caFile = upstreamCA }
+                if noUpstreamVerify { upstream.verifyCertificate = false }
+                configuration.routing = .static(upstream)
+            } else {
+                flagIssue("--upstream-tls/--upstream-ca/--no-upstream-verify", "only apply to a single upstream (--upstream or upstream: in the file)")
+            }
+        }
+        if logJSON { configuration.logFormat = .json }
+        if let delay = getenv("SLUICE_LOGIN_FAILURE_DELAY_MS").flatMap({ Int64(String(cString: $0)) }) {
+            configuration.loginFailureDelay = .milliseconds(delay)
+        }
+        issues += configuration.completenessIssues(file: config)
+        if !issues.isEmpty { throw ConfigurationErrors(issues) }
+        return configuration
+    }
+}
+
+/// `sluice run`: the proxy.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the proxy.",
+        discussion: """
+            With a configuration file:
+              sluice run --config /etc/sluice/sluice.yaml
+            For one upstream no file is needed:
+              sluice run --listen 127.0.0.1:1143 --upstream 127.0.0.1:143
+            Flags override the file. SIGHUP reloads certificates and the routing
+            map; SIGTERM or SIGINT shuts down gracefully.
+            """
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
     func run() async throws {
-        let json = logJSON
+        let configuration: ProxyConfiguration
+        do {
+            configuration = try options.configuration()
+        } catch {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+        let json = configuration.logFormat == .json
         LoggingSystem.bootstrap { label in
             json ? JSONLogHandler(label: label) as any LogHandler : StreamLogHandler.standardError(label: label)
         }
         let logger = Logger(label: "sluice")
-        let upstreamAddress = try HostPort(upstream, option: "--upstream")
-        var configuration = ProxyConfiguration(
-            listeners: try listen.map {
-                let address = try HostPort($0, option: "--listen")
-                return ProxyConfiguration.Listener(host: address.host, port: address.port, security: listenTLS)
-            },
-            certificate: cert.flatMap { cert in key.map { ProxyConfiguration.Certificate(certificateFile: cert, keyFile: $0) } },
-            upstream: ProxyConfiguration.Upstream(
-                host: upstreamAddress.host, port: upstreamAddress.port, security: upstreamTLS,
-                caFile: upstreamCA, verifyCertificate: !noUpstreamVerify))
-        if let delay = getenv("SLUICE_LOGIN_FAILURE_DELAY_MS").flatMap({ Int64(String(cString: $0)) }) {
-            configuration.loginFailureDelay = .milliseconds(delay)
-        }
         let server = try ProxyServer(configuration: configuration, logger: logger)
-        _ = try await server.start()
-        await waitForTerminationSignal()
-        logger.info("stopping")
-        await server.stop()
+        let reloader = SignalHandler(signal: SIGHUP) { server.reload() }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: ProxyService(server: server, gracePeriod: configuration.shutdownGracePeriod, logger: logger))],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        reloader.cancel()
+        logger.info("stopped")
     }
 }
 
-/// `HOST:PORT` or `[IPv6]:PORT`.
-struct HostPort {
-    var host: String
-    var port: Int
+/// The proxy as a service-lifecycle service: runs until a graceful shutdown
+/// is requested, then drains sessions.
+struct ProxyService: Service {
+    let server: ProxyServer
+    let gracePeriod: TimeAmount
+    let logger: Logger
 
-    init(_ text: String, option: String) throws {
-        var host: Substring
-        var portText: Substring
-        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
-            host = text[text.index(after: text.startIndex)..<close]
-            let rest = text[text.index(after: close)...]
-            guard rest.hasPrefix(":") else { throw ValidationError("\(option): expected [HOST]:PORT, got \(text)") }
-            portText = rest.dropFirst()
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { throw ValidationError("\(option): expected HOST:PORT, got \(text)") }
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        }
-        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else {
-            throw ValidationError("\(option): expected HOST:PORT with a port from 0 to 65535, got \(text)")
-        }
-        self.host = String(host)
-        self.port = port
+    func run() async throws {
+        _ = try await server.start()
+        // Returns when SIGTERM/SIGINT arrives (or the group is cancelled).
+        try? await gracefulShutdown()
+        await server.shutdown(gracePeriod: gracePeriod)
+    }
+}
+
+/// Calls `action` on each delivery of `signal` (e.g. SIGHUP for reload).
+final class SignalHandler: @unchecked Sendable {
+    // Set up once and only cancelled after; the source itself is thread-safe.
+    private let source: DispatchSourceSignal
+
+    init(signal number: Int32, action: @escaping @Sendable () -> Void) {
+        signal(number, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "sluice.signal.\(number)"))
+        source.setEventHandler(handler: action)
+        source.resume()
+    }
+
+    func cancel() { source.cancel() }
+}
+
+func hostPort(_ text: String, option: String) throws -> HostPort {
+    do {
+        return try HostPort(text)
+    } catch {
+        throw ValidationError("\(option): \(error.message)")
     }
 }
 
 extension ProxyConfiguration.ListenerSecurity: ExpressibleByArgument {}
 extension ProxyConfiguration.UpstreamSecurity: ExpressibleByArgument {}
-
-/// Returns when SIGINT or SIGTERM arrives.
-func waitForTerminationSignal() async {
-    signal(SIGINT, SIG_IGN)
-    signal(SIGTERM, SIG_IGN)
-    let queue = DispatchQueue(label: "sluice.signals")
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let once = SignalOnce(continuation)
-        for number in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { once.resume() }
-            source.resume()
-            once.keep(source)
-        }
-    }
-}
-
-/// Resumes a continuation once, whichever signal comes first.
-private final class SignalOnce: @unchecked Sendable {
-    // Only touched on the signal queue (and once during setup, before any signal).
-    private var continuation: CheckedContinuation<Void, Never>?
-    private var sources: [DispatchSourceSignal] = []
-
-    init(_ continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
-
-    func keep(_ source: DispatchSourceSignal) { sources.append(source) }
-
-    func resume() {
-        continuation?.resume()
-        continuation = nil
-    }
-}

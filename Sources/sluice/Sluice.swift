@@ -5,6 +5,6 @@ struct Sluice: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice",
         abstract: "A programmable IMAP proxy.",
-        subcommands: [RunCommand.self, ParseCommand.self]
+        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self]
     )
 }

@@ -72,13 +72,18 @@ def client_tls():
 class Sluice:
     """A sluice run process on a free port."""
 
-    def __init__(self, *arguments, upstream=None, listen_host=HOST):
-        self.port = free_port()
+    def __init__(self, *arguments, upstream=None, listen_host=HOST, config=None, port=None):
+        """With `config`, only the file and `arguments` are given (the file
+        must listen on `port`); otherwise --listen/--upstream/--cert flags."""
+        self.port = port or free_port()
         self.host = listen_host
         self.log = open(os.path.join(DOVECOT_DIR, f"sluice-{self.port}.log"), "w")
         listen = f"[{listen_host}]:{self.port}" if ":" in listen_host else f"{listen_host}:{self.port}"
-        command = [SLUICE, "run", "--listen", listen,
-                   "--upstream", upstream or f"{HOST}:{PORT}", "--cert", CERT, "--key", KEY, *arguments]
+        if config:
+            command = [SLUICE, "run", "--config", config, *arguments]
+        else:
+            command = [SLUICE, "run", "--listen", listen,
+                       "--upstream", upstream or f"{HOST}:{PORT}", "--cert", CERT, "--key", KEY, *arguments]
         env = dict(os.environ, SLUICE_LOGIN_FAILURE_DELAY_MS="50")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env)
         deadline = time.time() + 20
@@ -98,6 +103,10 @@ class Sluice:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
+
+    def log_text(self):
+        with open(self.log.name) as f:
+            return f.read()
 
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
@@ -273,7 +282,7 @@ def main():
             growth_mb = (peak - baseline) / 1024
             print(f"    50 MB FETCH, slow reader: proxy RSS {baseline / 1024:.1f} MB -> peak {peak / 1024:.1f} MB"
                   f" (+{growth_mb:.1f} MB)", flush=True)
-            assert received > 50 * 1024 * 1024
+            assert received > 50_000_000
             assert growth_mb < 16, f"proxy memory grew by {growth_mb:.1f} MB for a 50 MB message"
         check("a 50 MB FETCH to a slow reader keeps proxy memory bounded", slow_reader_bounded_memory)
 
@@ -300,12 +309,25 @@ def main():
                 if not chunk:
                     break
                 data += chunk
-            assert b"{100000}" in data and len(data) < 100000, "the client was not cut off"
+            head, _, rest = data.partition(b"* 1 FETCH (BODY[] {100000}\r\n")
+            assert rest, f"no FETCH literal: {data[:300]!r}"
+            literal, after = rest[:100000], rest[100000:]
+            assert literal == b"y" * 1000 + b" " * 99000, "the literal was not completed with padding"
+            # The response is left without its ")" (visibly truncated), then BYE.
+            assert re.fullmatch(rb"\r\n\* BYE \[UNAVAILABLE\][^\r\n]*\r\n", after), after
+            assert b"b OK" not in data
             # The proxy is still up and serves the next client.
             reply = login_reply(sluice, "alice", "pw")
             assert b"a OK" in reply, reply
-        check("upstream disconnect in the middle of a FETCH literal; the proxy stays up", upstream_disconnect_mid_fetch)
+        check("upstream disconnect in the middle of a FETCH literal: client gets * BYE; the proxy stays up",
+              upstream_disconnect_mid_fetch)
     stop_fake()
+
+    configuration_tests()
+    routing_map_tests()
+    sni_and_reload_tests()
+    transparent_mode_tests()
+    graceful_shutdown_tests()
 
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
@@ -363,6 +385,322 @@ def fake_upstream_cutting_fetch():
         running[0] = False
         server.close()
     return server.getsockname()[1], stop
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def configuration_tests():
+    work = os.path.join(DOVECOT_DIR, "config-tests")
+    os.makedirs(work, exist_ok=True)
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners:
+  - address: "{HOST}:{port}"
+    tls: starttls
+tls:
+  certificates:
+    - cert: {CERT}
+      key: {KEY}
+upstream:
+  address: "{HOST}:{TLS_PORT}"
+  tls: implicit
+  ca: {CERT}
+timeouts:
+  login_failure_delay: 50ms
+  idle: 30m
+limits:
+  max_bad_commands: 3
+log:
+  format: json
+""")
+    with Sluice(config=config, port=port) as sluice:
+        check("config file: STARTTLS listener to an implicit-TLS upstream, same as direct",
+              same_as_direct("basic", sluice))
+
+        def config_limits_apply():
+            s = socket.create_connection((HOST, sluice.port), timeout=10)
+            read_until(s, rb"\r\n")
+            s.sendall(b"".join(b"t%d XYZZY\r\n" % i for i in range(10)))
+            data = read_until(s, rb"\* BYE [^\r\n]*\r\n")
+            assert data.count(b" BAD ") == 3, data
+        check("config file: limits.max_bad_commands applies", config_limits_apply)
+        login_reply(sluice, "alice", "secret-alice")
+    import json
+    lines = [json.loads(line) for line in open(sluice.log.name) if line.startswith("{")]
+    ended = [line for line in lines if line.get("message") == "session ended" and line.get("imap.user") == "alice"]
+    check("config file: log.format json gives session lines with user, bytes, duration, reason",
+          lambda: _assert(ended and {"bytes.from_client", "bytes.from_upstream", "duration.seconds", "reason",
+                                     "client.address", "upstream.host"} <= set(ended[-1])))
+    check("session log never contains the password",
+          lambda: _assert("secret-alice" not in open(sluice.log.name).read()))
+
+    bad = write(os.path.join(work, "bad.yaml"), f"""listeners:
+  - address: "{HOST}:99999"
+upstream:
+  address: "{HOST}:{PORT}"
+  tls: sometimes
+  verfy: false
+timeouts:
+  idle: soon
+tls:
+  certificates:
+    - cert: /nonexistent/cert.pem
+      key: {KEY}
+""")
+
+    def check_reports_key_and_line():
+        out = subprocess.run([SLUICE, "check", "--config", bad], capture_output=True, text=True)
+        assert out.returncode == 1, out
+        expected = [f"{bad}:2: listeners[0].address:", f"{bad}:5: upstream.tls: expected one of plain, starttls, implicit",
+                    f"{bad}:6: upstream.verfy: unknown key", f"{bad}:8: timeouts.idle:",
+                    f"{bad}:11: tls.certificates[0].cert: cannot read /nonexistent/cert.pem"]
+        for line in expected:
+            assert line in out.stderr, f"missing {line!r} in:\n{out.stderr}"
+    check("sluice check: each problem with its key path and line, exit 1", check_reports_key_and_line)
+
+    def check_accepts_good_file():
+        out = subprocess.run([SLUICE, "check", "--config", config], capture_output=True, text=True)
+        assert out.returncode == 0 and "OK" in out.stdout, out
+        out = subprocess.run([SLUICE, "run", "--config", bad], capture_output=True, text=True, timeout=20)
+        assert out.returncode != 0 and "upstream.tls" in out.stderr, out
+    check("sluice check accepts a good file; run refuses a bad one", check_accepts_good_file)
+
+    def flags_override_file():
+        override_port = free_port()
+        with Sluice("--listen", f"{HOST}:{override_port}", "--listen-tls", "plain", "--upstream", f"{HOST}:{PORT}",
+                    config=config, port=override_port) as sluice:
+            reply = login_reply(sluice, "alice", "secret-alice")
+            assert b"a OK [CAPABILITY" in reply, reply
+    check("flags override the file (--listen, --listen-tls, --upstream)", flags_override_file)
+
+
+def routing_map_tests():
+    work = os.path.join(DOVECOT_DIR, "map-tests")
+    os.makedirs(work, exist_ok=True)
+    port = free_port()
+    users = os.path.join(work, "users.yaml")
+    map_text = f"""
+upstreams:
+  main: {{ address: "{HOST}:{PORT}" }}
+  secure: {{ address: "{HOST}:{TLS_PORT}", tls: implicit, ca: {CERT} }}
+users:
+  alice@old.example: {{ upstream: main, login: alice }}
+  bob: main
+patterns:
+  - match: '^(.+)@secure\\.example$'
+    upstream: secure
+    login: '$1'
+"""
+    write(users, map_text)
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}" }}]
+routing:
+  map: users.yaml
+timeouts:
+  login_failure_delay: 50ms
+""")
+    with Sluice(config=config, port=port) as sluice:
+        check("map: exact name with login rewriting (alice@old.example -> alice)",
+              lambda: _assert(b"a OK [CAPABILITY" in login_reply(sluice, "alice@old.example", "secret-alice")))
+        check("map: exact name, own login", lambda: _assert(b"a OK [" in login_reply(sluice, "bob", "secret-bob")))
+        check("map: regex to a TLS upstream with $1 rewriting",
+              lambda: _assert(b"a OK [" in login_reply(sluice, "carol@secure.example", "secret-carol")))
+        check("map: unknown user gets NO [AUTHENTICATIONFAILED]",
+              lambda: _assert(b"a NO [AUTHENTICATIONFAILED]" in login_reply(sluice, "carol", "secret-carol")))
+
+        def reload_on_sighup():
+            write(users, map_text + "fallback: main\n")
+            sluice.process.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while "routing reloaded" not in sluice.log_text():
+                assert time.time() < deadline, "no reload logged"
+                time.sleep(0.05)
+            reply = login_reply(sluice, "carol", "secret-carol")
+            assert b"a OK [" in reply, reply
+            # A broken map is refused and the previous one stays in use.
+            write(users, "upstreams: [\n")
+            sluice.process.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while "routing reload failed" not in sluice.log_text():
+                assert time.time() < deadline, "no failed reload logged"
+                time.sleep(0.05)
+            reply = login_reply(sluice, "carol", "secret-carol")
+            assert b"a OK [" in reply, reply
+        check("map: SIGHUP reloads the map (fallback added); a broken map keeps the old one", reload_on_sighup)
+
+    bad_map = write(os.path.join(work, "bad-users.yaml"), """upstreams:
+  main: { address: "127.0.0.1:143" }
+users:
+  alice: nowhere
+patterns:
+  - match: '([a-z'
+    upstream: main
+""")
+    bad_config = write(os.path.join(work, "bad.yaml"), f"""listeners: [{{ address: "{HOST}:1" }}]
+routing:
+  map: bad-users.yaml
+""")
+
+    def map_problems_are_reported():
+        out = subprocess.run([SLUICE, "check", "--config", bad_config], capture_output=True, text=True)
+        assert out.returncode == 1, out
+        assert f"{bad_map}:4: users.alice: no upstream named nowhere" in out.stderr, out.stderr
+        assert f"{bad_map}:6: patterns[0].match: not a valid regular expression" in out.stderr, out.stderr
+    check("sluice check reports routing map problems with the map's lines", map_problems_are_reported)
+
+
+def make_certificate(directory, name):
+    cert, key = os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", key,
+                    "-out", cert, "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def peer_common_name(port, server_name):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    s = context.wrap_socket(socket.create_connection((HOST, port), timeout=10), server_hostname=server_name)
+    der = s.getpeercert(binary_form=True)
+    s.close()
+    text = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject", "-serial"], input=der,
+                          capture_output=True, check=True).stdout.decode()
+    return text
+
+
+def sni_and_reload_tests():
+    work = os.path.join(DOVECOT_DIR, "sni-tests")
+    os.makedirs(work, exist_ok=True)
+    a_cert, a_key = make_certificate(work, "a.test")
+    b_cert, b_key = make_certificate(work, "b.test")
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}", tls: implicit }}]
+tls:
+  certificates:
+    - {{ cert: a.test.pem, key: a.test.key }}
+    - {{ cert: b.test.pem, key: b.test.key, names: ["b.test", "*.b.test"] }}
+upstream: {{ address: "{HOST}:{PORT}" }}
+""")
+    with Sluice(config=config, port=port) as sluice:
+        def sni_selects_certificate():
+            assert "CN = b.test" in peer_common_name(port, "b.test")
+            assert "CN = b.test" in peer_common_name(port, "imap.b.test")
+            assert "CN = a.test" in peer_common_name(port, "a.test")
+            assert "CN = a.test" in peer_common_name(port, "other.example")  # the first is the default
+        check("SNI chooses the certificate (exact and wildcard names; first is the default)", sni_selects_certificate)
+
+        def reload_certificates():
+            before = peer_common_name(port, "b.test")
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            s = context.wrap_socket(socket.create_connection((HOST, port), timeout=10), server_hostname="b.test")
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice secret-alice\r\n")
+            read_until(s, rb"a OK[^\r\n]*\r\n")
+            make_certificate(work, "b.test")  # a new certificate and key in the same files
+            sluice.process.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while "certificates reloaded" not in sluice.log_text():
+                assert time.time() < deadline, "no reload logged"
+                time.sleep(0.05)
+            after = peer_common_name(port, "b.test")
+            assert "CN = b.test" in after and after != before, "the new certificate is not served"
+            s.sendall(b"b NOOP\r\n")
+            read_until(s, rb"b OK[^\r\n]*\r\n")  # the session from before the reload lives on
+            s.close()
+        check("SIGHUP reloads certificates; sessions established before continue", reload_certificates)
+
+
+def transparent_mode_tests():
+    work = os.path.join(DOVECOT_DIR, "transparent-tests")
+    os.makedirs(work, exist_ok=True)
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+mode: transparent
+listeners: [{{ address: "{HOST}:{port}" }}]
+upstream: {{ address: "{HOST}:{PORT}" }}
+""")
+    with Sluice(config=config, port=port) as sluice:
+        def greeting_is_upstreams():
+            s = socket.create_connection((HOST, port), timeout=10)
+            greeting = read_until(s, rb"\r\n")
+            s.sendall(b"a CAPABILITY\r\n")
+            capability = read_until(s, rb"a OK[^\r\n]*\r\n")
+            s.sendall(b"b STARTTLS\r\n")
+            refusal = read_until(s, rb"b (OK|NO|BAD)[^\r\n]*\r\n")
+            s.close()
+            assert b"Dovecot" in greeting, greeting
+            assert b"* CAPABILITY IMAP4rev1" in capability, capability
+            assert b"STARTTLS" not in greeting and b"STARTTLS" not in capability, capability
+            assert b"b BAD" in refusal, refusal
+        check("transparent: the upstream's greeting relays; STARTTLS hidden and refused", greeting_is_upstreams)
+        check("transparent: login and session same as direct", same_as_direct("basic", sluice))
+        check("transparent: wrong password gets the upstream's own NO",
+              lambda: _assert(b"a NO [AUTHENTICATIONFAILED]" in login_reply(sluice, "alice", "wrong")))
+    check("transparent: session log names the user",
+          lambda: _assert(re.search(r"imap.user=alice .*session ended", open(sluice.log.name).read())))
+
+
+def graceful_shutdown_tests():
+    reseed()
+    sluice = Sluice("--log-json")
+    idle = socket.create_connection((HOST, sluice.port), timeout=10)
+    read_until(idle, rb"\r\n")
+    idle.sendall(b"a LOGIN alice secret-alice\r\nb SELECT INBOX\r\n")
+    read_until(idle, rb"b OK[^\r\n]*\r\n")
+    busy = socket.create_connection((HOST, sluice.port), timeout=30)
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    read_until(busy, rb"\r\n")
+    busy.sendall(b"a LOGIN alice secret-alice\r\nb SELECT INBOX\r\n")
+    read_until(busy, rb"b OK[^\r\n]*\r\n")
+    busy.sendall(b"c FETCH * BODY.PEEK[]\r\n")
+    busy.recv(65536)  # the FETCH is under way; the rest waits in the socket buffers
+    pre_auth = socket.create_connection((HOST, sluice.port), timeout=10)
+    read_until(pre_auth, rb"\r\n")
+    sluice.process.send_signal(signal.SIGTERM)
+
+    def idle_session_gets_bye():
+        data = read_until(idle, rb"\* BYE [^\r\n]*\r\n")
+        assert data.startswith(b"* BYE"), data
+        assert idle.recv(100) == b""
+        data = read_until(pre_auth, rb"\* BYE [^\r\n]*\r\n")
+        assert pre_auth.recv(100) == b""
+    check("SIGTERM: idle and pre-auth sessions get * BYE at once", idle_session_gets_bye)
+
+    def new_connections_refused():
+        deadline = time.time() + 5
+        while True:
+            try:
+                socket.create_connection((HOST, sluice.port), timeout=1).close()
+            except OSError:
+                return
+            assert time.time() < deadline, "still accepting after SIGTERM"
+            time.sleep(0.05)
+    check("SIGTERM: no new connections", new_connections_refused)
+
+    def in_flight_command_finishes():
+        data = bytearray()
+        while True:
+            chunk = busy.recv(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+        tail = bytes(data[-300:])
+        assert len(data) > 50_000_000, len(data)
+        assert re.search(rb"\r\nc OK [^\r\n]*\r\n\* BYE [^\r\n]*\r\n$", tail), tail
+    check("SIGTERM: a command in flight finishes, then * BYE", in_flight_command_finishes)
+
+    def exits_cleanly():
+        assert sluice.process.wait(timeout=20) == 0
+    check("SIGTERM: the proxy exits 0 once sessions are done", exits_cleanly)
+    sluice.log.close()
 
 
 if __name__ == "__main__":

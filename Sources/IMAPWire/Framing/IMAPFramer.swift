@@ -70,6 +70,9 @@ public struct IMAPFramer: Sendable {
     /// Whether the framer is inside a literal's bytes.
     public var isInLiteral: Bool { literalRemaining > 0 }
 
+    /// Bytes of the current literal not yet consumed (0 outside literals).
+    public var literalBytesRemaining: UInt64 { literalRemaining }
+
     /// The next event from `buffer`, or `nil` if more bytes are needed.
     public mutating func next(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> FrameEvent? {
         if literalRemaining > 0 {

@@ -39,11 +39,37 @@ public struct ProxyConfiguration: Sendable {
     public struct Certificate: Sendable {
         public var certificateFile: String
         public var keyFile: String
+        /// Names (SNI) this certificate serves; `*.example.org` matches one
+        /// label. The first certificate also serves clients that send no
+        /// name or an unknown one.
+        public var serverNames: [String]
 
-        public init(certificateFile: String, keyFile: String) {
+        public init(certificateFile: String, keyFile: String, serverNames: [String] = []) {
             self.certificateFile = certificateFile
             self.keyFile = keyFile
+            self.serverNames = serverNames
         }
+    }
+
+    /// Whether the proxy answers greeting and login itself.
+    public enum Mode: String, Sendable, CaseIterable {
+        /// Pre-auth answered by the proxy, upstream chosen per user.
+        case proxy
+        /// Connects to the one upstream at once and relays greeting and
+        /// login too (still framing every byte).
+        case transparent
+    }
+
+    /// How users are sent to upstreams.
+    public enum Routing: Sendable {
+        /// Every user to one upstream.
+        case `static`(Upstream)
+        /// A routing map file (see docs/configuration.md), re-read on SIGHUP.
+        case map(file: String)
+    }
+
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case text, json
     }
 
     public struct Upstream: Sendable {
@@ -68,9 +94,11 @@ public struct ProxyConfiguration: Sendable {
         }
     }
 
-    public var listeners: [Listener]
-    public var certificate: Certificate?
-    public var upstream: Upstream
+    public var mode: Mode = .proxy
+    public var listeners: [Listener] = []
+    /// The first is the default; others are chosen by SNI.
+    public var certificates: [Certificate] = []
+    public var routing: Routing?
     /// Text of the greeting after `* OK [CAPABILITY …]`.
     public var greeting: String = "Sluice ready."
     /// How long a failed login waits before its `NO` (slows password guessing).
@@ -89,10 +117,49 @@ public struct ProxyConfiguration: Sendable {
     public var writeBufferLowWaterMark: Int = 64 * 1024
     public var clientLimits: IMAPLimits = .client
     public var serverLimits: IMAPLimits = .server
+    /// On SIGTERM/SIGINT: how long commands in flight may take to finish
+    /// before their sessions are closed anyway.
+    public var shutdownGracePeriod: TimeAmount = .seconds(30)
+    public var logFormat: LogFormat = .text
+
+    public init() {}
 
     public init(listeners: [Listener], certificate: Certificate? = nil, upstream: Upstream) {
         self.listeners = listeners
-        self.certificate = certificate
-        self.upstream = upstream
+        self.certificates = certificate.map { [$0] } ?? []
+        self.routing = .static(upstream)
+    }
+
+    /// The single upstream of static routing.
+    public var staticUpstream: Upstream? {
+        if case .static(let upstream) = routing { return upstream }
+        return nil
+    }
+
+    /// Problems that make this configuration unable to run (after the file
+    /// and the command-line flags are merged).
+    public func completenessIssues(file: String?) -> [ConfigurationIssue] {
+        var issues: [ConfigurationIssue] = []
+        func report(_ path: String, _ message: String) {
+            issues.append(ConfigurationIssue(file: file, line: nil, keyPath: path, message: message))
+        }
+        if listeners.isEmpty { report("listeners", "no listener (give listeners: in the file or --listen)") }
+        if routing == nil { report("upstream", "no upstream (give upstream: or routing.map in the file, or --upstream)") }
+        if certificates.isEmpty, let listener = listeners.first(where: { $0.security != .plain }) {
+            report("tls.certificates", "listener \(listener.host):\(listener.port) uses \(listener.security.rawValue) TLS but no certificate is configured (tls.certificates or --cert/--key)")
+        }
+        if mode == .transparent {
+            if staticUpstream == nil { report("mode", "transparent mode needs one static upstream, not a routing map") }
+            if staticUpstream?.security == .starttls {
+                report("upstream.tls", "transparent mode relays the greeting, so the upstream must be plain or implicit TLS, not starttls")
+            }
+            if let listener = listeners.first(where: { $0.security.offersStartTLS }) {
+                report("listeners", "transparent mode cannot offer STARTTLS (listener \(listener.host):\(listener.port)); use plain or implicit")
+            }
+        }
+        if writeBufferLowWaterMark > writeBufferHighWaterMark {
+            report("limits.write_buffer_low_water_mark", "must not be above limits.write_buffer_high_water_mark")
+        }
+        return issues
     }
 }

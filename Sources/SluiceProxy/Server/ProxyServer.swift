@@ -7,16 +7,31 @@ import NIOSSL
 /// Binds the configured listeners and runs a `ProxySession` per connection.
 public final class ProxyServer: Sendable {
     public let configuration: ProxyConfiguration
+    public let router: any Router
     private let tls: ProxyTLS
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let channels: NIOLockedValueBox<[Channel]> = NIOLockedValueBox([])
-    private let sessionCounter = NIOLockedValueBox(0)
+    private let sessions = SessionRegistry()
 
-    public init(configuration: ProxyConfiguration, logger: Logger,
+    /// Builds TLS contexts and the router (a static upstream or the routing
+    /// map) from `configuration`; `router` replaces the configured routing.
+    public init(configuration: ProxyConfiguration, router: (any Router)? = nil, logger: Logger,
                 group: MultiThreadedEventLoopGroup = .singleton) throws {
         self.configuration = configuration
         self.tls = try ProxyTLS(configuration: configuration)
+        if let router {
+            self.router = router
+        } else {
+            switch configuration.routing {
+            case .static(let upstream):
+                self.router = StaticRouter(upstream: try UpstreamEndpoint(upstream))
+            case .map(let file):
+                self.router = try MapRouter(file: file)
+            case nil:
+                throw ProxyConfigurationError("no upstream configured")
+            }
+        }
         self.group = group
         self.logger = logger
     }
@@ -29,7 +44,7 @@ public final class ProxyServer: Sendable {
             channels.withLockedValue { $0.append(channel) }
             if let address = channel.localAddress { addresses.append(address) }
             logger.info("listening", metadata: [
-                "listen.address": "\(listener.host):\(channel.localAddress?.port ?? listener.port)",
+                "listen.address": "\(HostPort(host: listener.host, port: channel.localAddress?.port ?? listener.port))",
                 "listen.security": "\(listener.security.rawValue)",
             ])
         }
@@ -45,11 +60,54 @@ public final class ProxyServer: Sendable {
         for channel in toClose { try? await channel.close() }
     }
 
+    /// Graceful shutdown: stop accepting, say `* BYE` to sessions with no
+    /// command in flight, let the others finish their commands for up to
+    /// `gracePeriod`, then close what is left.
+    public func shutdown(gracePeriod: TimeAmount) async {
+        await stop()
+        let open = sessions.count
+        logger.info("shutting down", metadata: ["sessions": "\(open)", "grace.seconds": "\(gracePeriod.nanoseconds / 1_000_000_000)"])
+        sessions.forEach { $0.beginShutdown() }
+        let deadline = NIODeadline.now() + gracePeriod
+        while sessions.count > 0 && NIODeadline.now() < deadline {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        if sessions.count > 0 {
+            logger.notice("grace period over, closing sessions", metadata: ["sessions": "\(sessions.count)"])
+            sessions.forEach { $0.forceClose() }
+            let hardDeadline = NIODeadline.now() + .seconds(2)
+            while sessions.count > 0 && NIODeadline.now() < hardDeadline {
+                try? await Task.sleep(nanoseconds: 20_000_000)
+            }
+        }
+    }
+
+    /// SIGHUP: re-reads certificates and the routing map. What fails to load
+    /// is reported and the previous version stays in use.
+    public func reload() {
+        do {
+            try tls.store?.reload()
+            if tls.store != nil { logger.info("certificates reloaded") }
+        } catch {
+            logger.error("certificate reload failed; keeping the previous certificates", metadata: ["error": "\(error)"])
+        }
+        do {
+            try router.reload()
+            logger.info("routing reloaded")
+        } catch {
+            logger.error("routing reload failed; keeping the previous routing", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Sessions open right now.
+    public var sessionCount: Int { sessions.count }
+
     private func bootstrap(for listener: ProxyConfiguration.Listener) -> ServerBootstrap {
         let configuration = self.configuration
         let tls = self.tls
+        let router = self.router
         let logger = self.logger
-        let counter = self.sessionCounter
+        let sessions = self.sessions
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -58,12 +116,12 @@ public final class ProxyServer: Sendable {
                 low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let id = counter.withLockedValue { value -> Int in
-                        value += 1
-                        return value
-                    }
+                    let id = sessions.nextID()
                     let session = ProxySession(id: id, configuration: configuration, security: listener.security,
-                                               tls: tls, clientChannel: channel, logger: logger)
+                                               tls: tls, router: router, clientChannel: channel, logger: logger)
+                    let bound = NIOLoopBound(session, eventLoop: channel.eventLoop)
+                    sessions.add(id, SessionRegistry.Handle(eventLoop: channel.eventLoop, session: bound))
+                    session.onEnd = { sessions.remove(id) }
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(IdleStateHandler(allTimeout: configuration.preAuthTimeout),
                                             name: ProxySession.idleHandlerName)
@@ -73,5 +131,41 @@ public final class ProxyServer: Sendable {
                     try pipeline.addHandler(ClientHandler(session: session))
                 }
             }
+    }
+}
+
+/// The open sessions, so shutdown can reach each on its own event loop.
+final class SessionRegistry: Sendable {
+    struct Handle: Sendable {
+        var eventLoop: any EventLoop
+        var session: NIOLoopBound<ProxySession>
+
+        func beginShutdown() {
+            let session = self.session
+            eventLoop.execute { session.value.beginShutdown() }
+        }
+
+        func forceClose() {
+            let session = self.session
+            eventLoop.execute { session.value.forceClose() }
+        }
+    }
+
+    private let state = NIOLockedValueBox<(counter: Int, open: [Int: Handle])>((0, [:]))
+
+    func nextID() -> Int {
+        state.withLockedValue { state in
+            state.counter += 1
+            return state.counter
+        }
+    }
+
+    func add(_ id: Int, _ handle: Handle) { state.withLockedValue { $0.open[id] = handle } }
+    func remove(_ id: Int) { _ = state.withLockedValue { $0.open.removeValue(forKey: id) } }
+    var count: Int { state.withLockedValue { $0.open.count } }
+
+    func forEach(_ body: (Handle) -> Void) {
+        let handles = state.withLockedValue { Array($0.open.values) }
+        handles.forEach(body)
     }
 }

@@ -1,14 +1,21 @@
 import IMAPWire
 import NIOCore
 
-/// Removes COMPRESS=… from capability lists on their way to the client: the
-/// relay must keep parsing the stream, which compression would hide.
-enum CapabilityRewriter {
-    /// The segment rewritten without COMPRESS capabilities, or `nil` when it
-    /// carries none (the common case: only a cheap byte search is made).
-    static func withoutCompress(_ segment: LineSegment) -> ByteBuffer? {
+/// Removes capabilities the relay cannot carry from capability lists on
+/// their way to the client: `COMPRESS=…` always (the relay must keep parsing
+/// the stream, which compression would hide), and `STARTTLS` in transparent
+/// mode (the proxy cannot relay a TLS handshake it does not terminate).
+struct CapabilityRewriter {
+    /// Names removed exactly (uppercased).
+    var removedNames: Set<String> = []
+    /// Names removed by prefix (uppercased), e.g. `COMPRESS=`.
+    var removedPrefixes: [String] = ["COMPRESS="]
+
+    /// The segment rewritten without the removed capabilities, or `nil` when
+    /// it carries no capability list (the common case: one cheap byte search).
+    func rewrite(_ segment: LineSegment) -> ByteBuffer? {
         guard segment.kind == .untaggedResponse || segment.kind == .taggedResponse,
-              containsCompress(segment.bytes)
+              CapabilityRewriter.containsCapability(segment.bytes)
         else { return nil }
         let frame = Frame(kind: segment.kind, segments: [segment.bytes], literals: [], offset: 0,
                           length: segment.bytes.readableBytes)
@@ -16,11 +23,15 @@ enum CapabilityRewriter {
         let options = EncodingOptions(receiver: .client)
         switch response {
         case .data(var data) where data.name == "CAPABILITY":
-            data.arguments = data.arguments.filter { !isCompress($0.atom) }
+            let kept = data.arguments.filter { !isRemoved($0.atom) }
+            guard kept.count != data.arguments.count else { return nil }
+            data.arguments = kept
             return IMAPEncoder.encode(data, options: options).bytes()
         case .status(var status):
             guard var code = status.text.code, code.name == "CAPABILITY", let arguments = code.arguments else { return nil }
-            code.arguments = arguments.filter { !isCompress($0.atom) }
+            let kept = arguments.filter { !isRemoved($0.atom) }
+            guard kept.count != arguments.count else { return nil }
+            code.arguments = kept
             status.text.code = code
             return IMAPEncoder.encode(status, options: options).bytes()
         default:
@@ -28,17 +39,20 @@ enum CapabilityRewriter {
         }
     }
 
-    private static func isCompress(_ atom: String?) -> Bool {
-        atom?.uppercased().hasPrefix("COMPRESS=") ?? false
+    func isRemoved(_ atom: String?) -> Bool {
+        guard let name = atom?.uppercased() else { return false }
+        return removedNames.contains(name) || removedPrefixes.contains { name.hasPrefix($0) }
     }
 
-    private static func containsCompress(_ bytes: ByteBuffer) -> Bool {
-        let needle = Array("COMPRESS=".utf8)
+    private static let needle = Array("CAPABILITY".utf8)
+
+    private static func containsCapability(_ bytes: ByteBuffer) -> Bool {
+        let needle = CapabilityRewriter.needle
         return bytes.withUnsafeReadableBytes { raw in
             guard raw.count >= needle.count else { return false }
-            for start in 0...(raw.count - needle.count) {
+            for start in 0...(raw.count - needle.count) where upper(raw[start]) == needle[0] {
                 var match = true
-                for offset in 0..<needle.count where FrameHeadUpper.upper(raw[start + offset]) != needle[offset] {
+                for offset in 1..<needle.count where upper(raw[start + offset]) != needle[offset] {
                     match = false
                     break
                 }
@@ -47,8 +61,6 @@ enum CapabilityRewriter {
             return false
         }
     }
-}
 
-private enum FrameHeadUpper {
-    static func upper(_ byte: UInt8) -> UInt8 { byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte }
+    private static func upper(_ byte: UInt8) -> UInt8 { byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte }
 }

@@ -14,6 +14,8 @@ import NIOSSL
 /// slices it arrived in.
 final class ProxySession {
     enum Phase {
+        /// Transparent mode: connecting to the upstream before anything is said.
+        case connecting
         case preAuth
         case loggingIn
         /// The login failed; its answer waits out the failure delay.
@@ -25,6 +27,7 @@ final class ProxySession {
     let id: Int
     let configuration: ProxyConfiguration
     let tls: ProxyTLS
+    let router: any Router
     let clientChannel: Channel
     var logger: Logger
     private(set) var phase: Phase = .preAuth
@@ -34,6 +37,7 @@ final class ProxySession {
     private var clientBuffer = ByteBuffer()
 
     private var upstreamChannel: Channel?
+    private var currentUpstream: UpstreamEndpoint?
     private var upstreamLogin: UpstreamLoginStateMachine?
     private var upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
     private var upstreamBuffer = ByteBuffer()
@@ -48,6 +52,17 @@ final class ProxySession {
 
     private(set) var clientReadPending = false
     private(set) var upstreamReadPending = false
+
+    /// Called once when the session has ended (the server's registry).
+    var onEnd: (() -> Void)?
+
+    private let capabilityRewriter: CapabilityRewriter
+    /// Tagged client commands relayed and not yet answered upstream.
+    private var commandsInFlight = 0
+    /// Shutting down: say BYE as soon as no command is in flight.
+    private var draining = false
+    /// Transparent mode: the tag of a relayed LOGIN/AUTHENTICATE.
+    private var transparentLoginTag: String?
 
     private var user: String?
     private var bytesFromClient = 0
@@ -66,10 +81,15 @@ final class ProxySession {
     }()
 
     init(id: Int, configuration: ProxyConfiguration, security: ProxyConfiguration.ListenerSecurity,
-         tls: ProxyTLS, clientChannel: Channel, logger: Logger) {
+         tls: ProxyTLS, router: any Router, clientChannel: Channel, logger: Logger) {
         self.id = id
         self.configuration = configuration
         self.tls = tls
+        self.router = router
+        self.clientUsesTLS = security == .implicit
+        var rewriter = CapabilityRewriter()
+        if configuration.mode == .transparent { rewriter.removedNames = ["STARTTLS", "LOGINDISABLED"] }
+        self.capabilityRewriter = rewriter
         self.clientChannel = clientChannel
         self.logger = logger
         self.logger[metadataKey: "imap.session.id"] = "\(id)"
@@ -81,8 +101,22 @@ final class ProxySession {
     // MARK: - Client side
 
     func clientActive() {
-        if let address = clientChannel.remoteAddress { logger[metadataKey: "client.address"] = "\(address)" }
+        if let address = clientChannel.remoteAddress, let ip = address.ipAddress, let port = address.port {
+            logger[metadataKey: "client.address"] = "\(HostPort(host: ip, port: port))"
+        }
         logger.info("session started")
+        if configuration.mode == .transparent, let upstream = configuration.staticUpstream {
+            phase = .connecting
+            do {
+                let endpoint = try UpstreamEndpoint(upstream)
+                connectUpstream(route: Route(upstream: endpoint, login: .asUser("")), clientPassword: [])
+            } catch {
+                endReason = "upstream TLS: \(error)"
+                writeToClient("* BYE [UNAVAILABLE] Server is unavailable.\r\n", flush: true)
+                clientChannel.close(promise: nil)
+            }
+            return
+        }
         writeToClient(preAuth.greeting(), flush: true)
     }
 
@@ -97,7 +131,7 @@ final class ProxySession {
     }
 
     func clientClosed() {
-        if phase != .closed { end(reason: endReason) }
+        end(reason: endReason)
     }
 
     func clientError(_ error: Error) {
@@ -106,12 +140,15 @@ final class ProxySession {
     }
 
     func clientTLSEstablished() {
+        clientUsesTLS = true
         preAuth.tlsEstablished()
     }
 
+    private var clientUsesTLS: Bool
+
     func clientTimedOut() {
         switch phase {
-        case .preAuth, .loggingIn, .loginFailed:
+        case .connecting, .preAuth, .loggingIn, .loginFailed:
             endReason = "pre-auth timeout"
             writeToClient("* BYE Disconnected for inactivity.\r\n", flush: true)
             clientChannel.close(promise: nil)
@@ -130,7 +167,7 @@ final class ProxySession {
     var mayReadFromClient: Bool {
         switch phase {
         case .preAuth: return preAuth.acceptsFrames
-        case .loggingIn, .loginFailed, .closed: return false
+        case .connecting, .loggingIn, .loginFailed, .closed: return false
         case .relay: return upstreamChannel?.isWritable ?? false
         }
     }
@@ -139,7 +176,7 @@ final class ProxySession {
         switch phase {
         case .loggingIn: return true
         case .relay: return clientChannel.isWritable
-        case .preAuth, .loginFailed, .closed: return false
+        case .connecting, .preAuth, .loginFailed, .closed: return false
         }
     }
 
@@ -165,7 +202,7 @@ final class ProxySession {
                 try processPreAuth()
             case .relay:
                 try relayFromClient()
-            case .loggingIn, .loginFailed, .closed:
+            case .connecting, .loggingIn, .loginFailed, .closed:
                 break
             }
         } catch let error as IMAPFramingError {
@@ -212,7 +249,7 @@ final class ProxySession {
             phase = .loggingIn
             user = credentials.userName
             logger[metadataKey: "imap.user"] = "\(credentials.userName)"
-            connectUpstream(credentials: credentials)
+            route(credentials)
         }
     }
 
@@ -238,13 +275,40 @@ final class ProxySession {
 
     // MARK: - Upstream login
 
-    private func connectUpstream(credentials: Credentials) {
-        let upstream = configuration.upstream
-        logger[metadataKey: "upstream.host"] = "\(upstream.host):\(upstream.port)"
-        upstreamLogin = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: upstream.security == .starttls)
+    /// Asks the router where this user goes, then connects there.
+    private func route(_ credentials: Credentials) {
+        let request = RouteRequest(credentials: credentials, clientAddress: clientChannel.remoteAddress,
+                                   clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        let tlsContext = tls.upstream
-        let serverName = tls.upstreamServerName
+        router.route(request, on: clientChannel.eventLoop).hop(to: clientChannel.eventLoop).whenComplete { result in
+            let session = bound.value
+            guard session.phase == .loggingIn else { return }
+            switch result {
+            case .success(.route(let route)):
+                session.connectUpstream(route: route, clientPassword: credentials.password)
+            case .success(.reject(let response)):
+                session.loginFailed(response: response, reason: "refused by the router")
+            case .failure(let error):
+                session.loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "router failed: \(error)")
+            }
+        }
+    }
+
+    private func connectUpstream(route: Route, clientPassword: [UInt8]) {
+        let upstream = route.upstream
+        logger[metadataKey: "upstream.host"] = "\(HostPort(host: upstream.host, port: upstream.port))"
+        if route.upstreamName != "\(upstream.host):\(upstream.port)" {
+            logger[metadataKey: "upstream.name"] = "\(route.upstreamName)"
+        }
+        if case .asUser(let name) = route.login, !name.isEmpty, name != user {
+            logger[metadataKey: "imap.upstream_user"] = "\(name)"
+        }
+        upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
+                                                  useStartTLS: upstream.security == .starttls)
+        currentUpstream = upstream
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        let tlsContext = upstream.tlsContext
+        let serverName = upstream.serverName
         let connect = ClientBootstrap(group: clientChannel.eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -265,15 +329,43 @@ final class ProxySession {
             switch result {
             case .success(let channel):
                 session.upstreamChannel = channel
-                if session.phase != .loggingIn { channel.close(promise: nil) }
+                if session.phase == .connecting {
+                    session.startTransparentRelay()
+                } else if session.phase != .loggingIn {
+                    channel.close(promise: nil)
+                }
             case .failure(let error):
-                session.loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "connect failed: \(error)")
+                session.upstreamUnavailable(reason: "connect failed: \(error)")
             }
         }
     }
 
     func upstreamActive(_ channel: Channel) {
-        if upstreamChannel == nil && phase == .loggingIn { upstreamChannel = channel }
+        if upstreamChannel == nil && (phase == .loggingIn || phase == .connecting) { upstreamChannel = channel }
+    }
+
+    /// The upstream cannot be reached (or fails TLS) before the relay started.
+    private func upstreamUnavailable(reason: String) {
+        if phase == .connecting {
+            endReason = reason
+            logger.notice("upstream unavailable", metadata: ["reason": "\(reason)"])
+            phase = .closed
+            clientChannel.writeAndFlush(ByteBuffer(string: "* BYE [UNAVAILABLE] Server is unavailable.\r\n")).whenComplete {
+                [clientChannel] _ in clientChannel.close(promise: nil)
+            }
+        } else {
+            loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: reason)
+        }
+    }
+
+    /// Transparent mode: the upstream is connected; from here every byte in
+    /// both directions relays, greeting and login included.
+    private func startTransparentRelay() {
+        phase = .relay
+        clientDecoder = IMAPFrameDecoder(peer: .client, limits: configuration.clientLimits, literalCaptureLimit: 8 * 1024)
+        upstreamDecoder.framer.limits = configuration.serverLimits
+        resumeReads()
+        upstreamChannel?.read()
     }
 
     func upstreamRead(_ data: ByteBuffer) {
@@ -285,7 +377,7 @@ final class ProxySession {
                 try processUpstreamLogin()
             case .relay:
                 try relayFromUpstream()
-            case .preAuth, .loginFailed, .closed:
+            case .connecting, .preAuth, .loginFailed, .closed:
                 upstreamBuffer.clear()
             }
         } catch let error as IMAPFramingError {
@@ -306,6 +398,9 @@ final class ProxySession {
     }
 
     func upstreamTLSEstablished() {
+        if phase == .connecting {
+            return
+        }
         guard phase == .loggingIn, var login = upstreamLogin else { return }
         let action = login.tlsEstablished()
         upstreamLogin = login
@@ -315,20 +410,91 @@ final class ProxySession {
     func upstreamClosed() {
         guard !closingUpstream else { return }
         switch phase {
+        case .connecting:
+            upstreamUnavailable(reason: "upstream closed before the relay started")
         case .loggingIn:
             loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream closed during login")
         case .relay:
             endReason = upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection"
-            if upstreamDecoder.framer.isAtFrameBoundary && !upstreamSaidBye {
+            if !upstreamSaidBye {
+                endUpstreamFrameForBye()
                 localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
                 flushLocalResponses()
             }
-            // Mid-frame, a BYE would land inside the response; the client sees the cut instead.
+            phase = .closed
+            end(reason: endReason)
             clientChannel.flush()
             clientChannel.close(promise: nil)
         case .preAuth, .loginFailed, .closed:
             break
         }
+    }
+
+    /// The upstream died inside a response: bring the client's parser to a
+    /// point where it can read a BYE. The rest of an open literal is filled
+    /// with spaces (a BYE there would be read as message bytes), then the
+    /// line is ended without its closing parenthesis, so the truncated
+    /// response is malformed and no client can take it for complete data.
+    private func endUpstreamFrameForBye() {
+        guard !upstreamDecoder.framer.isAtFrameBoundary else { return }
+        var remaining = upstreamDecoder.framer.literalBytesRemaining
+        if remaining > 0 {
+            logger.notice("upstream closed inside a literal; padding it for the client",
+                          metadata: ["literal.missing_bytes": "\(remaining)"])
+            let chunk = ProxySession.padding
+            while remaining > 0 {
+                let count = Int(min(remaining, UInt64(chunk.readableBytes)))
+                clientChannel.write(chunk.getSlice(at: chunk.readerIndex, length: count)!, promise: nil)
+                remaining -= UInt64(count)
+            }
+        }
+        clientChannel.write(ByteBuffer(string: "\r\n"), promise: nil)
+        upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
+    }
+
+    private static let padding = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 * 1024)
+
+    // MARK: - Shutdown
+
+    /// SIGTERM: BYE now if nothing is in flight, else once it finishes.
+    func beginShutdown() {
+        switch phase {
+        case .connecting, .preAuth, .loginFailed:
+            endReason = "server shutting down"
+            phase = .closed
+            clientChannel.writeAndFlush(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n")).whenComplete {
+                [clientChannel] _ in clientChannel.close(promise: nil)
+            }
+        case .loggingIn, .relay:
+            draining = true
+            byeIfQuiet()
+        case .closed:
+            break
+        }
+    }
+
+    /// The grace period is over: BYE where the stream allows it, and close.
+    func forceClose() {
+        guard phase != .closed else { return }
+        endReason = "server shut down (grace period over)"
+        if phase == .relay {
+            endUpstreamFrameForBye()
+            queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down.\r\n"))
+        } else {
+            writeToClient("* BYE Server shutting down.\r\n", flush: true)
+        }
+        closeBoth()
+    }
+
+    /// While draining: BYE and close once no command is in flight (a client
+    /// in IDLE counts as quiet) and both streams are between frames.
+    private func byeIfQuiet() {
+        guard draining, phase == .relay else { return }
+        let quiet = commandsInFlight == 0 || clientDecoder.framer.clientExpectation == .idleDone
+        guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
+        endReason = "server shutting down"
+        queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n"))
+        closeBoth()
     }
 
     /// The upstream sent `* BYE` (after LOGOUT, or shutting down): its
@@ -364,13 +530,13 @@ final class ProxySession {
         case .send(let bytes):
             upstreamChannel?.writeAndFlush(bytes, promise: nil)
         case .sendThenStartTLS:
-            guard let channel = upstreamChannel, let context = tls.upstream else {
+            guard let channel = upstreamChannel, let context = currentUpstream?.tlsContext else {
                 loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "no TLS context for upstream")
                 return
             }
             upstreamBuffer.clear()  // nothing the server said in plaintext after STARTTLS counts
             do {
-                let handler = try NIOSSLClientHandler(context: context, serverHostname: tls.upstreamServerName)
+                let handler = try NIOSSLClientHandler(context: context, serverHostname: currentUpstream?.serverName)
                 try channel.pipeline.syncOperations.addHandler(handler, position: .first)
             } catch {
                 loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream TLS: \(error)")
@@ -387,7 +553,7 @@ final class ProxySession {
         phase = .relay
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
-        let offered = capabilities.filter { !$0.uppercased().hasPrefix("COMPRESS=") }
+        let offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
         let action = preAuth.loginSucceeded(capabilities: offered)
         if case .send(let ok) = action { writeToClient(ok, flush: true) }
         clientDecoder.framer.limits = configuration.clientLimits
@@ -405,6 +571,7 @@ final class ProxySession {
         clientChannel.flush()
         upstreamChannel?.flush()
         resumeReads()
+        byeIfQuiet()
     }
 
     private func loginFailed(response: String, reason: String) {
@@ -436,12 +603,23 @@ final class ProxySession {
         while let event = try clientDecoder.framer.next(&clientBuffer) {
             switch event {
             case .line(let segment):
-                if segment.isFrameStart, segment.kind == .command, segment.endsFrame,
-                   segment.secondWord == "COMPRESS", let tag = segment.tag {
-                    queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
-                    continue
+                if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
+                    if segment.secondWord == "COMPRESS" {
+                        queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
+                        continue
+                    }
+                    if configuration.mode == .transparent, segment.secondWord == "STARTTLS" {
+                        queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
+                        continue
+                    }
                 }
-                if segment.isFrameStart { currentClientTag = segment.kind == .command ? segment.tag : nil }
+                if segment.isFrameStart {
+                    currentClientTag = segment.kind == .command ? segment.tag : nil
+                    if segment.kind == .command {
+                        commandsInFlight += 1
+                        if configuration.mode == .transparent && user == nil { noteTransparentLogin(segment) }
+                    }
+                }
                 if let literal = segment.literal, literal.isSynchronizing { pendingLiteralTag = currentClientTag }
                 upstream.write(segment.bytes, promise: nil)
             case .literalBytes(let chunk, _):
@@ -458,8 +636,13 @@ final class ProxySession {
         while let event = try upstreamDecoder.framer.next(&upstreamBuffer) {
             switch event {
             case .line(let segment):
-                if segment.isFrameStart, segment.kind == .untaggedResponse, segment.secondWord == "BYE" {
-                    upstreamSaidBye = true
+                if segment.isFrameStart {
+                    if segment.kind == .untaggedResponse, segment.secondWord == "BYE" {
+                        upstreamSaidBye = true
+                    } else if segment.kind == .taggedResponse {
+                        commandsInFlight = max(0, commandsInFlight - 1)
+                        if transparentLoginTag != nil, segment.tag == transparentLoginTag { transparentLoginAnswered(segment) }
+                    }
                 }
                 if segment.isFrameStart, pendingLiteralTag != nil {
                     if segment.kind == .continuationRequest {
@@ -470,7 +653,7 @@ final class ProxySession {
                         clientDecoder.framer.abandonLiteral()
                     }
                 }
-                if segment.isFrameStart, segment.endsFrame, let rewritten = CapabilityRewriter.withoutCompress(segment) {
+                if segment.isFrameStart, segment.endsFrame, let rewritten = capabilityRewriter.rewrite(segment) {
                     clientChannel.write(rewritten, promise: nil)
                 } else {
                     clientChannel.write(segment.bytes, promise: nil)
@@ -484,6 +667,42 @@ final class ProxySession {
         if clientDecoder.framer.isAtFrameBoundary, clientBuffer.readableBytes > 0 {
             try relayFromClient()  // bytes held behind an abandoned literal
         }
+        if draining { byeIfQuiet() }
+    }
+
+    /// Transparent mode: remember who logs in (for the session log) from a
+    /// LOGIN line or AUTHENTICATE PLAIN with an initial response.
+    private func noteTransparentLogin(_ segment: LineSegment) {
+        guard segment.secondWord == "LOGIN" || segment.secondWord == "AUTHENTICATE" else { return }
+        transparentLoginTag = segment.tag
+        guard segment.endsFrame else { return }
+        let frame = Frame(kind: .command, segments: [segment.bytes], literals: [], offset: 0,
+                          length: segment.bytes.readableBytes)
+        guard let command = try? frame.command() else { return }
+        if let login = LoginCommand(command) {
+            pendingTransparentUser = String(decoding: login.user, as: UTF8.self)
+        } else if let authenticate = AuthenticateCommand(command), authenticate.mechanism.uppercased() == "PLAIN",
+                  let initial = authenticate.initialResponse, let decoded = Base64.decode(initial) {
+            let parts = decoded.split(separator: 0, omittingEmptySubsequences: false)
+            if parts.count == 3 {
+                let authz = String(decoding: parts[0], as: UTF8.self)
+                pendingTransparentUser = authz.isEmpty ? String(decoding: parts[1], as: UTF8.self) : authz
+            }
+        }
+    }
+
+    private var pendingTransparentUser: String?
+
+    /// Transparent mode: the upstream answered the login.
+    private func transparentLoginAnswered(_ segment: LineSegment) {
+        transparentLoginTag = nil
+        let name = pendingTransparentUser
+        pendingTransparentUser = nil
+        guard segment.secondWord == "OK" else { return }
+        user = name ?? "(unknown)"
+        logger[metadataKey: "imap.user"] = "\(user!)"
+        logger.info("upstream login succeeded")
+        replaceIdleTimer(configuration.idleTimeout)
     }
 
     private func queueLocalResponse(_ bytes: ByteBuffer) {
@@ -547,6 +766,8 @@ final class ProxySession {
     }
 
     private func end(reason: String) {
+        guard !ended else { return }
+        ended = true
         phase = .closed
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
@@ -558,5 +779,9 @@ final class ProxySession {
             "duration.seconds": "\((duration * 1000).rounded() / 1000)",
             "reason": "\(reason)",
         ])
+        onEnd?()
+        onEnd = nil
     }
+
+    private var ended = false
 }

@@ -32,13 +32,13 @@ struct UpstreamLoginStateMachine {
     }
 
     private var state: State = .greeting
-    private let credentials: Credentials
+    private let credentials: UpstreamCredentials
     private let useStartTLS: Bool
     private var capabilities: [String] = []
     private var tagCounter = 0
     private var currentTag = ""
 
-    init(credentials: Credentials, useStartTLS: Bool) {
+    init(credentials: UpstreamCredentials, useStartTLS: Bool) {
         self.credentials = credentials
         self.useStartTLS = useStartTLS
     }
@@ -139,7 +139,8 @@ struct UpstreamLoginStateMachine {
         }
         nextTag()
         if has("AUTH=PLAIN") {
-            let response = Base64.encode([0] + credentials.user + [0] + credentials.password)
+            let response = Base64.encode(credentials.authorizationIdentity + [0] + credentials.authenticationIdentity
+                                         + [0] + credentials.password)
             if has("SASL-IR") {
                 state = .login(remaining: [])
                 return .send(ByteBuffer(string: "\(currentTag) AUTHENTICATE PLAIN \(response)\r\n"))
@@ -151,7 +152,7 @@ struct UpstreamLoginStateMachine {
             : (has("LITERAL-") ? .serverWithLiteralMinus : .server)
         var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver))
         encoder.writeRaw("\(currentTag) LOGIN ")
-        encoder.writeAString(credentials.user)
+        encoder.writeAString(credentials.loginName)
         encoder.writeSpace()
         encoder.writeAString(credentials.password)
         let encoded = encoder.finish()
@@ -192,5 +193,32 @@ struct UpstreamLoginStateMachine {
         }
         let text = String(decoding: status.text.text, as: UTF8.self)
         return "NO \(code)\(text.isEmpty ? "Authentication failed." : text)"
+    }
+}
+
+/// What the proxy logs in upstream with: the client's own name and password,
+/// or a master user's on the client's behalf.
+struct UpstreamCredentials {
+    /// SASL authorization identity (the user acted for); empty for a plain login.
+    var authorizationIdentity: [UInt8]
+    /// SASL authentication identity (whose password this is).
+    var authenticationIdentity: [UInt8]
+    var password: [UInt8]
+    /// The LOGIN command's user name (`user*master` for a master login).
+    var loginName: [UInt8]
+
+    init(_ login: UpstreamLogin, clientPassword: [UInt8]) {
+        switch login {
+        case .asUser(let name):
+            authorizationIdentity = []
+            authenticationIdentity = Array(name.utf8)
+            password = clientPassword
+            loginName = Array(name.utf8)
+        case .masterUser(let user, let masterUser, let masterPassword, let separator):
+            authorizationIdentity = Array(user.utf8)
+            authenticationIdentity = Array(masterUser.utf8)
+            password = masterPassword
+            loginName = Array((user + separator + masterUser).utf8)
+        }
     }
 }

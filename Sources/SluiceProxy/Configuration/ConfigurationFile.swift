@@ -1,0 +1,239 @@
+import IMAPWire
+import NIOCore
+import NIOSSL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads the YAML configuration file (keys documented in docs/configuration.md).
+///
+/// Validation happens here, where each value's line is known: types, ranges,
+/// addresses, readable files, certificates that parse, a routing map that
+/// loads. All problems are collected and thrown together.
+extension ProxyConfiguration {
+    public static let fileKeys: Set<String> = [
+        "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log",
+    ]
+
+    /// Reads and validates the file at `path`.
+    public static func load(file path: String) throws(ConfigurationErrors) -> ProxyConfiguration {
+        guard let text = readTextFile(path) else {
+            throw ConfigurationErrors([ConfigurationIssue(file: path, line: nil, keyPath: "", message: "cannot read the file")])
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    /// Parses configuration text; `file` names it in issues and anchors
+    /// relative paths in it.
+    public static func parse(yaml text: String, file: String? = nil) throws(ConfigurationErrors) -> ProxyConfiguration {
+        let issues = IssueCollector(file: file)
+        var configuration = ProxyConfiguration()
+        if let root = YAMLValue.parse(text, issues: issues), let fields = root.fields(fileKeys) {
+            let base = file.map(directory(of:))
+            var reader = FileReader(issues: issues, baseDirectory: base)
+            reader.read(fields, into: &configuration)
+        }
+        if !issues.issues.isEmpty { throw ConfigurationErrors(issues.issues) }
+        return configuration
+    }
+}
+
+/// Reads one file's sections into a configuration.
+private struct FileReader {
+    let issues: IssueCollector
+    let baseDirectory: String?
+
+    mutating func read(_ fields: [String: YAMLValue], into configuration: inout ProxyConfiguration) {
+        if let value = fields["mode"], let mode = value.oneOf(ProxyConfiguration.Mode.self) { configuration.mode = mode }
+        if let value = fields["greeting"], let greeting = value.string() {
+            if greeting.contains(where: { $0 == "\r" || $0 == "\n" }) || greeting.utf8.count > 200 {
+                value.report("must be one line of at most 200 bytes")
+            } else {
+                configuration.greeting = greeting
+            }
+        }
+        if let value = fields["listeners"], let list = value.list() {
+            if list.isEmpty { value.report("needs at least one listener") }
+            configuration.listeners = list.compactMap(listener)
+        }
+        if let value = fields["tls"], let tls = value.fields(["certificates"]), let certificates = tls["certificates"]?.list() {
+            configuration.certificates = certificates.compactMap(certificate)
+            if certificates.isEmpty { tls["certificates"]?.report("needs at least one certificate") }
+        }
+        if let value = fields["upstream"], let upstream = upstream(value) {
+            configuration.routing = .static(upstream)
+        }
+        if let value = fields["routing"], let routing = value.fields(["map"]), let mapValue = routing["map"] {
+            if fields["upstream"] != nil {
+                mapValue.report("give either upstream (every user to one server) or routing.map, not both")
+            } else if let path = readableFile(mapValue) {
+                // Loaded now so its problems are reported with the file's own lines.
+                do {
+                    _ = try RoutingMap.load(file: path)
+                    configuration.routing = .map(file: path)
+                } catch {
+                    for issue in error.issues { issues.report(issue.description, at: mapValue.path, line: mapValue.line) }
+                }
+            }
+        }
+        if let value = fields["timeouts"], let timeouts = value.fields(["pre_auth", "idle", "connect", "login_failure_delay", "shutdown_grace"]) {
+            if let amount = timeouts["pre_auth"]?.duration() { configuration.preAuthTimeout = amount }
+            if let amount = timeouts["idle"]?.duration() {
+                if amount < .minutes(1) { timeouts["idle"]?.report("must be at least 1m (RFC 3501 asks for 30m)") } else { configuration.idleTimeout = amount }
+            }
+            if let amount = timeouts["connect"]?.duration() { configuration.connectTimeout = amount }
+            if let amount = timeouts["login_failure_delay"]?.duration() { configuration.loginFailureDelay = amount }
+            if let amount = timeouts["shutdown_grace"]?.duration() { configuration.shutdownGracePeriod = amount }
+        }
+        if let value = fields["limits"], let limits = value.fields([
+            "max_bad_commands", "write_buffer_high_water_mark", "write_buffer_low_water_mark",
+            "max_line_length", "max_literal_size",
+        ]) {
+            if let count = limits["max_bad_commands"]?.int(in: 1...1000) { configuration.maxBadCommands = count }
+            if let size = limits["write_buffer_high_water_mark"]?.byteSize(in: 4096...(64 << 20)) {
+                configuration.writeBufferHighWaterMark = size
+            }
+            if let size = limits["write_buffer_low_water_mark"]?.byteSize(in: 1024...(64 << 20)) {
+                configuration.writeBufferLowWaterMark = size
+            }
+            if let size = limits["max_line_length"]?.byteSize(in: 1024...(16 << 20)) {
+                configuration.clientLimits.maxLineLength = size
+                configuration.serverLimits.maxLineLength = size
+                configuration.clientLimits.maxFrameTextLength = max(configuration.clientLimits.maxFrameTextLength, size)
+                configuration.serverLimits.maxFrameTextLength = max(configuration.serverLimits.maxFrameTextLength, size)
+            }
+            if let size = limits["max_literal_size"]?.byteSize(in: 1024...Int(IMAPLimits.absoluteMaxLiteralSize)) {
+                configuration.clientLimits.maxLiteralSize = UInt64(size)
+                configuration.serverLimits.maxLiteralSize = UInt64(size)
+            }
+        }
+        if let value = fields["log"], let log = value.fields(["format"]) {
+            if let format = log["format"]?.oneOf(ProxyConfiguration.LogFormat.self) { configuration.logFormat = format }
+        }
+    }
+
+    private func listener(_ value: YAMLValue) -> ProxyConfiguration.Listener? {
+        guard let fields = value.fields(["address", "tls"]) else { return nil }
+        guard let addressValue = fields["address"] else {
+            value.report("a listener needs address: HOST:PORT")
+            return nil
+        }
+        guard let address = hostPort(addressValue) else { return nil }
+        let security = fields["tls"].map { $0.oneOf(ProxyConfiguration.ListenerSecurity.self) } ?? .plain
+        guard let security else { return nil }
+        return ProxyConfiguration.Listener(host: address.host, port: address.port, security: security)
+    }
+
+    private func certificate(_ value: YAMLValue) -> ProxyConfiguration.Certificate? {
+        guard let fields = value.fields(["cert", "key", "names"]) else { return nil }
+        guard let certValue = fields["cert"], let keyValue = fields["key"] else {
+            value.report("a certificate needs cert: FILE and key: FILE (PEM)")
+            return nil
+        }
+        guard let cert = readableFile(certValue), let key = readableFile(keyValue) else { return nil }
+        var names: [String] = []
+        if let namesValue = fields["names"] {
+            names = namesValue.listOrSingle().compactMap { $0.nonEmptyString()?.lowercased() }
+        }
+        do {
+            _ = try CertificateStore.Entry(ProxyConfiguration.Certificate(certificateFile: cert, keyFile: key, serverNames: names))
+        } catch {
+            value.report("cannot load the certificate and key: \(error)")
+            return nil
+        }
+        return ProxyConfiguration.Certificate(certificateFile: cert, keyFile: key, serverNames: names)
+    }
+
+    func upstream(_ value: YAMLValue) -> ProxyConfiguration.Upstream? {
+        readUpstream(value, issues: issues, baseDirectory: baseDirectory)
+    }
+
+    private func hostPort(_ value: YAMLValue) -> HostPort? {
+        guard let text = value.string() else { return nil }
+        do {
+            return try HostPort(text)
+        } catch {
+            value.report(error.message)
+            return nil
+        }
+    }
+
+    private func readableFile(_ value: YAMLValue) -> String? {
+        checkedFile(value, baseDirectory: baseDirectory)
+    }
+}
+
+/// `address`, `tls`, `ca`, `verify`, `server_name`: shared by the main file
+/// and the routing map.
+func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: String?) -> ProxyConfiguration.Upstream? {
+    guard let fields = value.fields(["address", "tls", "ca", "verify", "server_name"]) else { return nil }
+    guard let addressValue = fields["address"] else {
+        value.report("an upstream needs address: HOST:PORT")
+        return nil
+    }
+    guard let text = addressValue.string() else { return nil }
+    let address: HostPort
+    do {
+        address = try HostPort(text)
+    } catch {
+        addressValue.report(error.message)
+        return nil
+    }
+    var upstream = ProxyConfiguration.Upstream(host: address.host, port: address.port)
+    if let tls = fields["tls"] {
+        guard let security = tls.oneOf(ProxyConfiguration.UpstreamSecurity.self) else { return nil }
+        upstream.security = security
+    }
+    if let ca = fields["ca"] {
+        guard let path = checkedFile(ca, baseDirectory: baseDirectory) else { return nil }
+        upstream.caFile = path
+    }
+    if let verify = fields["verify"] {
+        guard let flag = verify.bool() else { return nil }
+        upstream.verifyCertificate = flag
+    }
+    if let name = fields["server_name"] {
+        guard let text = name.nonEmptyString() else { return nil }
+        upstream.serverName = text
+    }
+    if upstream.security == .plain, fields["ca"] != nil || fields["server_name"] != nil {
+        value.report("ca and server_name only apply with tls: starttls or implicit")
+    }
+    return upstream
+}
+
+/// A file path from the configuration, relative to the configuration's
+/// directory, that must be readable.
+func checkedFile(_ value: YAMLValue, baseDirectory: String?) -> String? {
+    guard let text = value.nonEmptyString() else { return nil }
+    let path = text.hasPrefix("/") || baseDirectory == nil ? text : "\(baseDirectory!)/\(text)"
+    guard access(path, R_OK) == 0 else {
+        value.report("cannot read \(path)")
+        return nil
+    }
+    return path
+}
+
+func directory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
+}
+
+/// The whole file as UTF-8 text, or `nil` if it cannot be read.
+func readTextFile(_ path: String) -> String? {
+    guard let file = fopen(path, "rb") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = fread(&chunk, 1, chunk.count, file)
+        if count > 0 { bytes.append(contentsOf: chunk[0..<count]) }
+        if count < chunk.count { break }
+        if bytes.count > 64 << 20 { return nil }  // no configuration is this large
+    }
+    if ferror(file) != 0 { return nil }
+    return String(decoding: bytes, as: UTF8.self)
+}
