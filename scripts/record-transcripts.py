@@ -20,7 +20,10 @@ LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\r\n$")
 
 
 class Recorder:
-    def __init__(self, host, port, name, outdir, tls=None):
+    def __init__(self, host, port, name, outdir, tls=None, starttls=None):
+        """tls: an SSLContext for implicit TLS; starttls: one to upgrade
+        with STARTTLS right after the greeting (the session then reads the
+        greeting as usual)."""
         self.sock = socket.create_connection((host, port), timeout=20)
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname=host)
@@ -29,6 +32,14 @@ class Recorder:
         self.buffer = bytearray()
         self.name = name
         self.outdir = outdir
+        if starttls is not None:
+            greeting = self.read_line()
+            self.send(b"tls STARTTLS\r\n")
+            while not self.read_line().startswith(b"tls OK"):
+                pass
+            assert not self.buffer, "server data after the STARTTLS OK"
+            self.sock = starttls.wrap_socket(self.sock, server_hostname=host)
+            self.buffer += greeting
 
     def send(self, data):
         self.sock.sendall(data)

@@ -145,8 +145,8 @@ def after_login(server_bytes):
     return rest
 
 
-def converse(name, port, tls=None):
-    r = recorder.Recorder(HOST, port, name, None, tls=tls)
+def converse(name, port, tls=None, starttls=None):
+    r = recorder.Recorder(HOST, port, name, None, tls=tls, starttls=starttls)
     if name == "idle":
         recorder.session_idle(r, HOST, PORT)
     else:
@@ -155,12 +155,12 @@ def converse(name, port, tls=None):
     return bytes(r.received)
 
 
-def same_as_direct(name, sluice, tls=None, direct_port=None, direct_tls=None):
+def same_as_direct(name, sluice, tls=None, direct_port=None, direct_tls=None, starttls=None):
     def test():
         reseed()
         direct = after_login(converse(name, direct_port or PORT, direct_tls))
         reseed()
-        proxied = after_login(converse(name, sluice.port, tls))
+        proxied = after_login(converse(name, sluice.port, tls, starttls))
         if name == "pipelined":  # Dovecot may answer pipelined commands in another order
             direct, proxied = sorted(direct.split(b"\r\n")), sorted(proxied.split(b"\r\n"))
         assert direct == proxied, f"{name}: through the proxy differs from direct"
@@ -208,6 +208,13 @@ def main():
             check(f"implicit TLS -> implicit TLS upstream: {name}", same_as_direct(name, sluice, tls=client_tls()))
     with Sluice("--upstream-tls", "starttls", "--upstream-ca", CERT) as sluice:
         check("plain -> STARTTLS upstream: basic", same_as_direct("basic", sluice))
+    with Sluice("--listen-tls", "starttls-required") as sluice:
+        for name in ["basic", "literals", "authenticate", "idle"]:
+            check(f"STARTTLS -> plain upstream: {name}", same_as_direct(name, sluice, starttls=client_tls()))
+    with Sluice("--listen-tls", "starttls", "--upstream-tls", "implicit", "--upstream-ca", CERT,
+                upstream=f"{HOST}:{TLS_PORT}") as sluice:
+        for name in ["basic", "literals"]:
+            check(f"STARTTLS -> implicit TLS upstream: {name}", same_as_direct(name, sluice, starttls=client_tls()))
 
     reseed()
     with Sluice("--listen-tls", "starttls") as sluice:
