@@ -335,6 +335,7 @@ def main():
     sni_and_reload_tests()
     transparent_mode_tests()
     graceful_shutdown_tests()
+    idle_timeout_tests()
 
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
@@ -708,6 +709,39 @@ def graceful_shutdown_tests():
         assert sluice.process.wait(timeout=20) == 0
     check("SIGTERM: the proxy exits 0 once sessions are done", exits_cleanly)
     sluice.log.close()
+
+
+def idle_timeout_tests():
+    reseed()
+    work = os.path.join(DOVECOT_DIR, "idle-tests")
+    os.makedirs(work, exist_ok=True)
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}" }}]
+upstream: {{ address: "{HOST}:{PORT}" }}
+timeouts: {{ idle: 2s }}
+""")
+    with Sluice(config=config, port=port) as sluice:
+        def long_idle_outlives_timeout():
+            idler = socket.create_connection((HOST, port), timeout=20)
+            quiet = socket.create_connection((HOST, port), timeout=20)
+            for s in (idler, quiet):
+                read_until(s, rb"\r\n")
+                s.sendall(b"a LOGIN bob secret-bob\r\nb SELECT INBOX\r\n")
+                read_until(s, rb"b OK[^\r\n]*\r\n")
+            idler.sendall(b"c IDLE\r\n")
+            read_until(idler, rb"\+ [^\r\n]*\r\n")
+            # The quiet session is closed after 2 s of silence ...
+            data = read_until(quiet, rb"\* BYE [^\r\n]*\r\n")
+            assert b"inactivity" in data, data
+            assert quiet.recv(100) == b""
+            # ... while the one in IDLE lives through several timeout periods.
+            time.sleep(5)
+            idler.sendall(b"DONE\r\nd NOOP\r\n")
+            data = read_until(idler, rb"d OK[^\r\n]*\r\n")
+            assert b"c OK" in data and b"BYE" not in data, data
+            idler.close()
+        check("idle timeout closes a silent session; a long IDLE outlives it", long_idle_outlives_timeout)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ private struct FileReader {
         if let value = fields["timeouts"], let timeouts = value.fields(["pre_auth", "idle", "connect", "login_failure_delay", "shutdown_grace"]) {
             if let amount = timeouts["pre_auth"]?.duration() { configuration.preAuthTimeout = amount }
             if let amount = timeouts["idle"]?.duration() {
-                if amount < .minutes(1) { timeouts["idle"]?.report("must be at least 1m (RFC 3501 asks for 30m)") } else { configuration.idleTimeout = amount }
+                if amount < .seconds(1) { timeouts["idle"]?.report("must be at least 1s (RFC 3501 asks for 30m)") } else { configuration.idleTimeout = amount }
             }
             if let amount = timeouts["connect"]?.duration() { configuration.connectTimeout = amount }
             if let amount = timeouts["login_failure_delay"]?.duration() { configuration.loginFailureDelay = amount }
