@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "IMAPWire", targets: ["IMAPWire"]),
+        .library(name: "SluiceFilters", targets: ["SluiceFilters"]),
+        .library(name: "SluiceProxy", targets: ["SluiceProxy"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .executable(name: "imapwire-bench", targets: ["imapwire-bench"]),
     ],
@@ -24,11 +26,23 @@ let package = Package(
             name: "IMAPWire",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
-        // Listeners, TLS, pre-auth, upstream login and the relay.
+        // The filter engine (command and response chains, session context)
+        // and the built-in rules.
+        .target(
+            name: "SluiceFilters",
+            dependencies: [
+                "IMAPWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Listeners, TLS, pre-auth, routing, upstream login and the relay.
         .target(
             name: "SluiceProxy",
             dependencies: [
                 "IMAPWire",
+                "SluiceFilters",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -66,7 +80,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceProxyTests",
-            dependencies: ["SluiceProxy", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SluiceProxy", "SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "IMAPWireTests",

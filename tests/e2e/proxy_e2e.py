@@ -336,6 +336,7 @@ def main():
     transparent_mode_tests()
     graceful_shutdown_tests()
     idle_timeout_tests()
+    rules_tests()
 
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
@@ -742,6 +743,249 @@ timeouts: {{ idle: 2s }}
             assert b"c OK" in data and b"BYE" not in data, data
             idler.close()
         check("idle timeout closes a silent session; a long IDLE outlives it", long_idle_outlives_timeout)
+
+
+class Client:
+    """A line-level IMAP client for rule tests: send, read to the tagged reply."""
+
+    def __init__(self, port, user=None, password=None):
+        self.sock = socket.create_connection((HOST, port), timeout=20)
+        self.greeting = read_until(self.sock, rb"\r\n")
+        self.pending = b""
+        self.counter = 0
+        if user:
+            self.login_reply = self.run(f"LOGIN {user} {password}")
+            assert b" OK " in self.login_reply.split(b"\r\n")[-2] + b" ", self.login_reply
+
+    def run(self, command, tag=None):
+        """Sends `command` (str or bytes, without tag); returns everything up to and including the tagged line."""
+        self.counter += 1
+        tag = tag or f"t{self.counter}"
+        data = command.encode() if isinstance(command, str) else command
+        self.sock.sendall(tag.encode() + b" " + data + b"\r\n")
+        return self.read_tagged(tag)
+
+    def read_tagged(self, tag):
+        pattern = re.compile(rb"(^|\r\n)" + re.escape(tag.encode()) + rb" (OK|NO|BAD)[^\r\n]*\r\n")
+        data = self.pending
+        deadline = time.time() + 20
+        while not pattern.search(data):
+            assert time.time() < deadline, f"no tagged reply for {tag}: {data[-300:]!r}"
+            chunk = self.sock.recv(1 << 20)
+            assert chunk, f"connection closed waiting for {tag}: {data[-300:]!r}"
+            data += chunk
+        match = pattern.search(data)
+        self.pending = data[match.end():]
+        return data[:match.end()]
+
+    def close(self):
+        self.sock.close()
+
+
+def direct_list(user="alice", password=None):
+    c = Client(PORT, user, password or f"secret-{user}")
+    data = c.run('LIST "" "*"')
+    c.close()
+    return data
+
+
+RULES = r"""
+rules:
+  - deny: [DELETE, EXPUNGE]
+    reply: "NO [NOPERM] Not allowed here"
+    users: ["*@example.org", "bob"]
+  - read_only: true
+    users: ["carol"]
+  - rename_mailboxes:
+      "Sent Items": "Sent"
+      "Old.*": "Archive.*"
+      "\u00c9bauches": "Entw\u00fcrfe"
+  - hide_mailboxes: ["Calendar", "Journal*"]
+  - capabilities: { remove: ["QRESYNC", "CONDSTORE"], add: ["XSLUICE"] }
+  - special_use: { "Sent": "\\Sent", "Trash": "\\Trash" }
+  - audit: { commands: [DELETE, EXPUNGE, MOVE], file: "audit.log" }
+"""
+
+
+def rules_tests():
+    reseed()
+    work = os.path.join(DOVECOT_DIR, "rules-tests")
+    os.makedirs(work, exist_ok=True)
+    audit = os.path.join(work, "audit.log")
+    if os.path.exists(audit):
+        os.remove(audit)
+    rules = write(os.path.join(work, "rules.yaml"), RULES)
+    # A file that holds only rules; the flags give the rest.
+    sluice = Sluice("--config", rules)
+    port = sluice.port
+    with sluice:
+        def capabilities_rewritten():
+            c = Client(port)
+            assert b"XSLUICE" in c.greeting, c.greeting
+            c.__init__(port, "alice", "secret-alice")
+            login = c.login_reply
+            data = c.run("CAPABILITY")
+            c.close()
+            for reply in (login, data):
+                assert b"XSLUICE" in reply and b"CONDSTORE" not in reply and b"QRESYNC" not in reply, reply
+            assert b"CONDSTORE" in Client(PORT).greeting + direct_capabilities(), "Dovecot should offer CONDSTORE"
+        check("rules: capabilities removed and added, before and after login", capabilities_rewritten)
+
+        def enable_removed_extension():
+            c = Client(port, "alice", "secret-alice")
+            reply = c.run("ENABLE CONDSTORE")
+            c.close()
+            assert b"* ENABLED\r\n" in reply and re.search(rb"t\d+ OK", reply), reply
+        check("rules: ENABLE of a removed extension is not passed on", enable_removed_extension)
+
+        def list_renamed_hidden_special_use():
+            c = Client(port, "alice", "secret-alice")
+            listing = c.run('LIST "" "*"')
+            c.close()
+            names = re.findall(rb'\* LIST \(([^)]*)\) "\." (.*)\r\n', listing)
+            shown = {name.strip(b'"'): attrs for attrs, name in names}
+            assert b"Sent Items" in shown and b"Sent" not in shown, listing
+            assert b"\\Sent" in shown[b"Sent Items"], listing
+            assert b"Old" in shown and b"Old.2019" in shown and b"Archive" not in shown, listing
+            assert b"Calendar" not in shown, listing
+            assert b"&AMk-bauches" in shown and b"Entw&APw-rfe" not in shown, listing
+            assert b"Calendar" in direct_list(), "the hidden mailbox exists upstream"
+        check("rules: LIST renamed (incl. modified UTF-7), hidden, special-use added", list_renamed_hidden_special_use)
+
+        def commands_renamed_both_ways():
+            c = Client(port, "alice", "secret-alice")
+            status = c.run('STATUS "Old.2019" (MESSAGES)')
+            assert b'* STATUS "Old.2019" (MESSAGES 0)' in status, status
+            select = c.run('SELECT "Sent Items"')
+            assert b"1 EXISTS" in select and b"OK [READ-WRITE]" in select, select
+            assert b"OK" in c.run('SELECT "&AMk-bauches"')
+            assert b"NO [NONEXISTENT]" in c.run("SELECT Calendar")
+            assert b"NO [NONEXISTENT]" in c.run('STATUS "Calendar" (MESSAGES)')
+            # Create, rename, append to (sync and LITERAL+), delete under renamed names.
+            assert re.search(rb"t\d+ OK", c.run('CREATE "Old.2020"'))
+            assert re.search(rb"t\d+ OK", c.run('RENAME "Old.2020" "Old.2021"'))
+            c.sock.sendall(b'ap1 APPEND "Old.2021" {20}\r\n')
+            read_until(c.sock, rb"\+ [^\r\n]*\r\n")
+            c.sock.sendall(b"Subject: one\r\n\r\nbody\r\n")
+            assert b"ap1 OK" in c.read_tagged("ap1")
+            assert b"OK" in c.run(b'APPEND "Sent Items" {20+}\r\nSubject: two\r\n\r\nbody')
+            after = direct_list()
+            assert b"Archive.2021" in after and b"Archive.2020" not in after, after
+            assert b"Old" not in after
+            d = Client(PORT, "alice", "secret-alice")
+            counts = d.run('STATUS "Archive.2021" (MESSAGES)') + d.run('STATUS "Sent" (MESSAGES)')
+            d.close()
+            assert re.search(rb'STATUS "?Archive.2021"? \(MESSAGES 1\)', counts), counts
+            assert re.search(rb'STATUS "?Sent"? \(MESSAGES 2\)', counts), counts
+            assert re.search(rb"t\d+ OK", c.run('DELETE "Old.2021"'))
+            c.close()
+            assert b"Archive.2021" not in direct_list()
+        check("rules: create, rename, append (sync and LITERAL+) and delete under renamed names", commands_renamed_both_ways)
+
+        def pipelined_with_response_filters():
+            c = Client(port, "alice", "secret-alice")
+            c.sock.sendall(b'p1 LIST "" "*"\r\np2 STATUS "Sent Items" (MESSAGES)\r\np3 SELECT "Old"\r\n'
+                           b'p4 LIST "" "Old.%"\r\np5 NOOP\r\n')
+            data = c.read_tagged("p5")
+            c.close()
+            for tag in (b"p1", b"p2", b"p3", b"p4"):
+                assert re.search(rb"(^|\r\n)" + tag + rb" OK", data), (tag, data)
+            assert re.search(rb'\* STATUS "Sent Items" \(MESSAGES \d+\)', data), data
+            assert b'"Old.2019"' in data and b"Archive" not in data and b"Calendar" not in data, data
+        check("rules: a pipelined client with response filters active", pipelined_with_response_filters)
+
+        def untouched_traffic_identical():
+            def conversation(port):
+                c = Client(port, "alice", "secret-alice")
+                out = b""
+                for command in ["SELECT INBOX", "FETCH 1:* (FLAGS UID RFC822.SIZE)", "UID SEARCH ALL",
+                                "FETCH 4 BODY.PEEK[]", "FETCH 3 (BODYSTRUCTURE ENVELOPE)", "NOOP", "LOGOUT"]:
+                    out += c.run(command)
+                c.close()
+                return re.sub(rb"(UIDVALIDITY|\(\d+\.\d+ \+ [0-9.+ ]*secs\))[^]\r\n]*", b"N", out)
+            reseed()  # \Recent goes to the first session that selects the mailbox
+            direct = conversation(PORT)
+            reseed()
+            proxied = conversation(port)
+            if direct != proxied:
+                import difflib
+                print("\n".join(list(difflib.unified_diff(direct.decode(errors="replace").split("\r\n"),
+                                                         proxied.decode(errors="replace").split("\r\n"), lineterm=""))[:40]))
+            assert direct == proxied, "traffic no rule touches differs from direct"
+        check("rules: traffic no rule touches is byte-identical to direct", untouched_traffic_identical)
+
+        def deny_for_scoped_users():
+            c = Client(port, "bob", "secret-bob")
+            assert b'NO [NOPERM] Not allowed here' in c.run("DELETE Whatever")
+            c.run("SELECT INBOX")
+            assert b"NO [NOPERM] Not allowed here" in c.run("UID EXPUNGE 1")
+            assert b"NO [NOPERM] Not allowed here" in c.run("EXPUNGE")
+            c.close()
+            c = Client(port, "alice", "secret-alice")
+            c.run("SELECT INBOX")
+            assert re.search(rb"t\d+ OK", c.run("EXPUNGE")), "alice is not denied"
+            c.close()
+        check("rules: deny applies to the users it names (UID forms too)", deny_for_scoped_users)
+
+        def read_only_user():
+            c = Client(port, "carol", "secret-carol")
+            select = c.run("SELECT INBOX")
+            assert b"OK [READ-ONLY]" in select, select
+            for command in ["STORE 1 +FLAGS (\\Seen)", "EXPUNGE", "UID EXPUNGE 1", "COPY 1 Sent", "MOVE 1 Sent",
+                            "UID MOVE 1 Sent", "CREATE New", "DELETE Sent", "RENAME Sent Other", "SUBSCRIBE Sent",
+                            "UNSUBSCRIBE Sent", 'SETMETADATA INBOX (/private/comment "x")']:
+                reply = c.run(command)
+                assert b"NO [NOPERM]" in reply, (command, reply)
+            # A synchronizing literal is refused before the client sends it ...
+            c.sock.sendall(b"s1 APPEND INBOX {12}\r\n")
+            reply = c.read_tagged("s1")
+            assert b"s1 NO [NOPERM]" in reply and b"+ " not in reply, reply
+            # ... a LITERAL+ one is read and dropped, and the session goes on.
+            c.sock.sendall(b"s2 APPEND INBOX {12+}\r\nhello world!\r\ns3 NOOP\r\n")
+            assert b"s2 NO [NOPERM]" in c.read_tagged("s2")
+            assert b"s3 OK" in c.read_tagged("s3")
+            c.close()
+        check("rules: read-only user: SELECT is READ-ONLY, every mutating command refused, literals handled",
+              read_only_user)
+
+    def audit_lines():
+        import json
+        lines = [json.loads(line) for line in open(audit)]
+        deletes = [line for line in lines if line["command"] == "DELETE" and line["user"] == "alice"]
+        assert deletes and deletes[-1]["mailbox"] == "Archive.2021" and deletes[-1]["result"] == "OK", lines
+        assert any(line["command"] == "EXPUNGE" for line in lines), lines
+        assert all({"time", "user", "client", "command", "result", "duration_ms"} <= set(line) for line in lines)
+        assert "secret" not in open(audit).read()
+    check("rules: audit log lines for chosen commands, no credentials", audit_lines)
+
+    bad = write(os.path.join(work, "bad-rules.yaml"), """rules:
+  - deny: [DELETE, EXPUNGEE]
+  - read_only: true
+    users: ["/([/"]
+  - rename_mailboxes: { "A": "B", "C*": "D" }
+  - hide_mailboxes: [Trash]
+    deny: [MOVE]
+  - special_use: { "Sent": "\\\\Sentt" }
+""")
+
+    def rules_check_errors():
+        out = subprocess.run([SLUICE, "check", "--config", bad, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2"],
+                             capture_output=True, text=True)
+        assert out.returncode == 1, out
+        for expected in [f"{bad}:2: rules[0].deny[1]: unknown command EXPUNGEE",
+                         f"{bad}:4: rules[1].users: not a valid /regular expression/",
+                         f"{bad}:5: rules[2].rename_mailboxes: C* → D: both sides end in *",
+                         f"{bad}:6: rules[3]: one rule per entry",
+                         f"{bad}:8: rules[4].special_use.Sent: expected one of"]:
+            assert expected in out.stderr, f"missing {expected!r} in:\n{out.stderr}"
+    check("sluice check: bad rules reported with key path and line", rules_check_errors)
+
+
+def direct_capabilities():
+    c = Client(PORT, "alice", "secret-alice")
+    data = c.run("CAPABILITY")
+    c.close()
+    return data
 
 
 if __name__ == "__main__":

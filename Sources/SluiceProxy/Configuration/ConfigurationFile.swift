@@ -15,7 +15,7 @@ import Darwin
 /// loads. All problems are collected and thrown together.
 extension ProxyConfiguration {
     public static let fileKeys: Set<String> = [
-        "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log",
+        "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log", "rules",
     ]
 
     /// Reads and validates the file at `path`.
@@ -109,6 +109,9 @@ private struct FileReader {
                 configuration.clientLimits.maxLiteralSize = UInt64(size)
                 configuration.serverLimits.maxLiteralSize = UInt64(size)
             }
+        }
+        if let value = fields["rules"] {
+            RulesReader.read(value, baseDirectory: baseDirectory, into: &configuration)
         }
         if let value = fields["log"], let log = value.fields(["format"]) {
             if let format = log["format"]?.oneOf(ProxyConfiguration.LogFormat.self) { configuration.logFormat = format }

@@ -1,5 +1,6 @@
 import IMAPWire
 import NIOCore
+import SluiceFilters
 
 /// Everything the proxy needs to run, validated and typed.
 public struct ProxyConfiguration: Sendable {
@@ -121,6 +122,10 @@ public struct ProxyConfiguration: Sendable {
     /// before their sessions are closed anyway.
     public var shutdownGracePeriod: TimeAmount = .seconds(30)
     public var logFormat: LogFormat = .text
+    /// The rules (`rules:`), as filters scoped to users, in order.
+    public var filters = FilterSet()
+    /// `rewrite_login` rules, tried in order before routing.
+    public var loginRewrites: [LoginRewrite] = []
 
     public init() {}
 

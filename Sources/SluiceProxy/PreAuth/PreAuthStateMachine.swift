@@ -46,6 +46,9 @@ struct PreAuthStateMachine {
     private(set) var clientID: IDParameters?
     private var state: State = .ready
 
+    /// Rules' changes to the pre-login capability list.
+    var rewriteCapabilities: @Sendable ([String]) -> [String] = { $0 }
+
     init(security: ProxyConfiguration.ListenerSecurity, greeting: String, maxBadCommands: Int) {
         self.security = security
         self.greetingText = greeting
@@ -78,7 +81,7 @@ struct PreAuthStateMachine {
         } else {
             capabilities += ["AUTH=PLAIN", "AUTH=LOGIN"]
         }
-        return capabilities
+        return rewriteCapabilities(capabilities)
     }
 
     func greeting() -> String {

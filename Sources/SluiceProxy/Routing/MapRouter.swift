@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import SluiceFilters
 
 /// A routing map file, parsed and with every upstream's TLS context built.
 ///
@@ -153,25 +154,6 @@ public struct RoutingMap: Sendable {
             }
         }
         return result
-    }
-}
-
-/// A compiled regular expression shared by sessions on every event loop.
-///
-/// `Regex` holds no mutable state once built and matching does not mutate
-/// it, but the standard library does not declare `Regex<AnyRegexOutput>`
-/// Sendable; this wrapper states it.
-struct UncheckedRegex: @unchecked Sendable {
-    let regex: Regex<AnyRegexOutput>
-
-    init(_ source: String) throws {
-        regex = try Regex(source)
-    }
-
-    /// The groups of a whole-string match ($0 first), or `nil`.
-    func wholeMatch(_ text: String) -> [Substring?]? {
-        guard let match = try? regex.wholeMatch(in: text) else { return nil }
-        return match.output.map { $0.substring }
     }
 }
 

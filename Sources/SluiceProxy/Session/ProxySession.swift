@@ -1,5 +1,6 @@
 import IMAPWire
 import Logging
+import SluiceFilters
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -57,6 +58,22 @@ final class ProxySession {
     var onEnd: (() -> Void)?
 
     private let capabilityRewriter: CapabilityRewriter
+    /// The rules' filter chains for this user; `nil` when none apply (then
+    /// the relay does no filtering work at all).
+    private var engine: FilterEngine?
+    /// A client command being collected for the filters (up to a streamed literal).
+    private var commandHead: CollectedFrame?
+    /// A server response being collected for the filters.
+    private var responseHead: CollectedFrame?
+    /// The rest of a command the filters refused: its literal and lines are read and dropped.
+    private var droppingClientFrame = false
+    /// A re-encoded command's parts still waiting for the upstream's `+`.
+    private var pendingUpstreamParts: [ByteBuffer] = []
+    private var pendingPartsTag: String?
+    private var upstreamCapabilities: [String] = []
+    /// Literals up to this size inside a filtered frame are collected; larger
+    /// ones stream (a client command) or leave the frame unfiltered (a response).
+    private static let filterLiteralLimit: UInt64 = 64 * 1024
     /// Tagged client commands relayed and not yet answered upstream.
     private var commandsInFlight = 0
     /// Shutting down: say BYE as soon as no command is in flight.
@@ -95,6 +112,10 @@ final class ProxySession {
         self.logger[metadataKey: "imap.session.id"] = "\(id)"
         preAuth = PreAuthStateMachine(security: security, greeting: configuration.greeting,
                                       maxBadCommands: configuration.maxBadCommands)
+        if !configuration.filters.isEmpty {
+            let filters = configuration.filters
+            preAuth.rewriteCapabilities = { filters.preAuthCapabilities($0) }
+        }
         clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits, literalCaptureLimit: 8 * 1024)
     }
 
@@ -146,6 +167,11 @@ final class ProxySession {
 
     private var clientUsesTLS: Bool
 
+    private var clientAddressText: String? {
+        guard let address = clientChannel.remoteAddress, let ip = address.ipAddress, let port = address.port else { return nil }
+        return "\(HostPort(host: ip, port: port))"
+    }
+
     func clientTimedOut() {
         switch phase {
         case .connecting, .preAuth, .loggingIn, .loginFailed:
@@ -168,7 +194,7 @@ final class ProxySession {
         switch phase {
         case .preAuth: return preAuth.acceptsFrames
         case .connecting, .loggingIn, .loginFailed, .closed: return false
-        case .relay: return upstreamChannel?.isWritable ?? false
+        case .relay: return pendingUpstreamParts.isEmpty && (upstreamChannel?.isWritable ?? false)
         }
     }
 
@@ -276,7 +302,15 @@ final class ProxySession {
     // MARK: - Upstream login
 
     /// Asks the router where this user goes, then connects there.
-    private func route(_ credentials: Credentials) {
+    private func route(_ clientCredentials: Credentials) {
+        var rewritten = clientCredentials
+        for rewrite in configuration.loginRewrites {
+            guard let name = rewrite.apply(clientCredentials.userName) else { continue }
+            logger[metadataKey: "imap.upstream_user"] = "\(name)"
+            rewritten.user = Array(name.utf8)
+            break
+        }
+        let credentials = rewritten
         let request = RouteRequest(credentials: credentials, clientAddress: clientChannel.remoteAddress,
                                    clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
@@ -553,7 +587,11 @@ final class ProxySession {
         phase = .relay
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
-        let offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
+        var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
+        upstreamCapabilities = capabilities
+        engine = configuration.filters.engine(user: user ?? "", clientAddress: clientAddressText,
+                                              upstreamCapabilities: capabilities, logger: logger)
+        if let engine { offered = engine.capabilities(offered) }
         let action = preAuth.loginSucceeded(capabilities: offered)
         if case .send(let ok) = action { writeToClient(ok, flush: true) }
         clientDecoder.framer.limits = configuration.clientLimits
@@ -600,9 +638,23 @@ final class ProxySession {
 
     private func relayFromClient() throws {
         guard let upstream = upstreamChannel else { return }
-        while let event = try clientDecoder.framer.next(&clientBuffer) {
+        while pendingUpstreamParts.isEmpty, let event = try clientDecoder.framer.next(&clientBuffer) {
             switch event {
             case .line(let segment):
+                if droppingClientFrame {
+                    if segment.endsFrame {
+                        droppingClientFrame = false
+                    } else if segment.literal?.isSynchronizing == true {
+                        // The client saw the refusal; it will not send this literal.
+                        clientDecoder.framer.abandonLiteral()
+                        droppingClientFrame = false
+                    }
+                    continue
+                }
+                if commandHead != nil {
+                    collectCommand(segment)
+                    continue
+                }
                 if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
                     if segment.secondWord == "COMPRESS" {
                         queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
@@ -612,6 +664,17 @@ final class ProxySession {
                         queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
                         continue
                     }
+                }
+                if let engine, segment.isFrameStart, segment.kind == .command, let tag = segment.tag {
+                    let name = ProxySession.name(of: segment)
+                    if let name, engine.wantsCommand(named: name) {
+                        commandHead = CollectedFrame(kind: .command)
+                        currentClientTag = tag
+                        commandsInFlight += 1
+                        collectCommand(segment)
+                        continue
+                    }
+                    engine.commandPassed(tag: tag, name: name ?? "")
                 }
                 if segment.isFrameStart {
                     currentClientTag = segment.kind == .command ? segment.tag : nil
@@ -623,11 +686,175 @@ final class ProxySession {
                 if let literal = segment.literal, literal.isSynchronizing { pendingLiteralTag = currentClientTag }
                 upstream.write(segment.bytes, promise: nil)
             case .literalBytes(let chunk, _):
+                if droppingClientFrame { continue }
+                if commandHead != nil {
+                    commandHead?.appendLiteralBytes(chunk)
+                    continue
+                }
                 pendingLiteralTag = nil
                 upstream.write(chunk, promise: nil)
             }
         }
         compact(&clientBuffer)
+    }
+
+    // MARK: - Filters
+
+    /// The name of a command or response from its first line (`UID FETCH`, `LIST`, `FETCH` for `* 3 FETCH`).
+    private static func name(of segment: LineSegment) -> String? {
+        Frame(kind: segment.kind, segments: [segment.bytes], literals: [], offset: 0, length: 0).name
+    }
+
+    /// Adds a line of the command being collected. Small LITERAL+ literals
+    /// are collected too; a synchronizing literal ends the collected part
+    /// (the filters decide before the client sends it, so a refusal comes
+    /// before the client's literal), and so does a large one: either
+    /// streams from the client as it arrives.
+    private func collectCommand(_ segment: LineSegment) {
+        guard var head = commandHead else { return }
+        head.segments.append(segment.bytes)
+        if let literal = segment.literal {
+            if !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit {
+                head.literals.append(FrameLiteral(header: literal, chunks: []))
+                commandHead = head
+                return
+            }
+            head.literals.append(FrameLiteral(header: literal, chunks: nil))
+            commandHead = nil
+            finishCommand(head, streamed: literal)
+        } else {
+            commandHead = nil
+            finishCommand(head, streamed: nil)
+        }
+    }
+
+    private func finishCommand(_ head: CollectedFrame, streamed: LiteralHeader?) {
+        guard let engine, let upstream = upstreamChannel else { return }
+        let frame = head.frame
+        let decision = engine.process(command: frame, streamedLiteral: streamed)
+        switch decision {
+        case .forwardOriginal:
+            head.write(to: upstream)
+        case .forwardRewritten(let command):
+            sendUpstream(command, original: frame, streamed: streamed)
+        case .respond(let bytes):
+            commandsInFlight = max(0, commandsInFlight - 1)
+            queueLocalResponse(bytes)
+            if let streamed {
+                if streamed.isSynchronizing {
+                    clientDecoder.framer.abandonLiteral()  // the client will not send it
+                } else {
+                    droppingClientFrame = true  // read and drop the {n+} literal and the rest
+                }
+            }
+            return
+        }
+        if let streamed, streamed.isSynchronizing { pendingLiteralTag = currentClientTag }
+    }
+
+    /// Encodes a (rewritten) command for the upstream: literals as
+    /// LITERAL+/LITERAL- allow, original literals by reference, and a
+    /// streamed literal announced in the client's own form (so the
+    /// upstream's `+`, if any, is what the client waits for).
+    private func sendUpstream(_ command: ParsedCommand, original: Frame, streamed: LiteralHeader?) {
+        guard let upstream = upstreamChannel else { return }
+        let upper = Set(upstreamCapabilities.map { $0.uppercased() })
+        let receiver: EncodingOptions.Receiver = upper.contains("LITERAL+") ? .serverWithLiteralPlus
+            : (upper.contains("LITERAL-") ? .serverWithLiteralMinus : .server)
+        var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver))
+        encoder.writeRaw(command.tag + " " + command.name)
+        var arguments = command.arguments
+        if streamed != nil, case .literal(_, _, nil)? = arguments.last { arguments.removeLast() }
+        if !arguments.isEmpty {
+            encoder.writeSpace()
+            encoder.writeTokens(arguments)
+        }
+        if let streamed {
+            encoder.writeSpace()
+            encoder.writeRaw((streamed.isBinary ? "~" : "") + "{\(streamed.size)" + (streamed.isSynchronizing ? "}" : "+}"))
+        }
+        let encoded = encoder.finish()
+        // Split where a synchronizing literal must wait for the upstream's "+".
+        var parts: [ByteBuffer] = []
+        var current = ByteBuffer()
+        for (index, segment) in encoded.segments.enumerated() {
+            var segment = segment
+            current.writeBuffer(&segment)
+            guard index < encoded.literals.count else { continue }
+            let literal = encoded.literals[index]
+            if literal.header.isSynchronizing {
+                parts.append(current)
+                current = ByteBuffer()
+            }
+            switch literal.payload {
+            case .bytes(var bytes):
+                current.writeBuffer(&bytes)
+            case .original(let literalIndex):
+                for var chunk in original.literals[literalIndex].chunks ?? [] { current.writeBuffer(&chunk) }
+            }
+        }
+        // The line announcing a streamed literal ends with CRLF from finish(); it is the literal's own.
+        parts.append(current)
+        upstream.write(parts.removeFirst(), promise: nil)
+        if !parts.isEmpty {
+            pendingUpstreamParts = parts
+            pendingPartsTag = command.tag
+            upstream.flush()
+        }
+    }
+
+    /// The upstream's `+` for a part the proxy holds: send the next part.
+    private func sendNextUpstreamPart() {
+        guard !pendingUpstreamParts.isEmpty, let upstream = upstreamChannel else { return }
+        upstream.writeAndFlush(pendingUpstreamParts.removeFirst(), promise: nil)
+        if pendingUpstreamParts.isEmpty {
+            pendingPartsTag = nil
+            resumeClientAfterParts()
+        }
+    }
+
+    private func resumeClientAfterParts() {
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        clientChannel.eventLoop.execute {
+            let session = bound.value
+            guard session.phase == .relay else { return }
+            do { try session.relayFromClient() } catch { session.closeBoth() }
+            session.upstreamChannel?.flush()
+            session.resumeReads()
+        }
+    }
+
+    /// Adds a line of the response being collected. A literal too large to
+    /// collect (a message body) ends filtering for this response: what was
+    /// collected goes out as it was, and the rest streams.
+    private func collectResponse(_ segment: LineSegment) {
+        guard var head = responseHead else { return }
+        head.segments.append(segment.bytes)
+        if let literal = segment.literal {
+            if literal.size <= ProxySession.filterLiteralLimit {
+                head.literals.append(FrameLiteral(header: literal, chunks: []))
+                responseHead = head
+            } else {
+                responseHead = nil
+                head.write(to: clientChannel)
+                if let tag = head.frame.tag, head.kind == .taggedResponse { engine?.taggedResponsePassed(tag: tag) }
+            }
+            return
+        }
+        responseHead = nil
+        guard let engine else { return }
+        switch engine.process(response: head.frame) {
+        case .forwardOriginal:
+            if head.segments.count == 1, let rewritten = capabilityRewriter.rewrite(segment) {
+                clientChannel.write(rewritten, promise: nil)
+            } else {
+                head.write(to: clientChannel)
+            }
+        case .forwardRewritten(let bytes):
+            clientChannel.write(bytes, promise: nil)
+        case .drop:
+            break
+        }
     }
 
     private var currentClientTag: String?
@@ -644,6 +871,16 @@ final class ProxySession {
                         if transparentLoginTag != nil, segment.tag == transparentLoginTag { transparentLoginAnswered(segment) }
                     }
                 }
+                if segment.isFrameStart, !pendingUpstreamParts.isEmpty {
+                    if segment.kind == .continuationRequest {
+                        sendNextUpstreamPart()  // the "+" was for the proxy, not the client
+                        continue
+                    } else if segment.kind == .taggedResponse, segment.tag == pendingPartsTag {
+                        pendingUpstreamParts = []  // refused before the rest was sent
+                        pendingPartsTag = nil
+                        resumeClientAfterParts()
+                    }
+                }
                 if segment.isFrameStart, pendingLiteralTag != nil {
                     if segment.kind == .continuationRequest {
                         pendingLiteralTag = nil
@@ -653,12 +890,29 @@ final class ProxySession {
                         clientDecoder.framer.abandonLiteral()
                     }
                 }
+                if responseHead != nil {
+                    collectResponse(segment)
+                    continue
+                }
+                if let engine, segment.isFrameStart,
+                   segment.kind == .untaggedResponse || segment.kind == .taggedResponse {
+                    if engine.wantsResponse(kind: segment.kind, name: ProxySession.name(of: segment), tag: segment.tag) {
+                        responseHead = CollectedFrame(kind: segment.kind)
+                        collectResponse(segment)
+                        continue
+                    }
+                    if segment.kind == .taggedResponse, let tag = segment.tag { engine.taggedResponsePassed(tag: tag) }
+                }
                 if segment.isFrameStart, segment.endsFrame, let rewritten = capabilityRewriter.rewrite(segment) {
                     clientChannel.write(rewritten, promise: nil)
                 } else {
                     clientChannel.write(segment.bytes, promise: nil)
                 }
             case .literalBytes(let chunk, _):
+                if responseHead != nil {
+                    responseHead?.appendLiteralBytes(chunk)
+                    continue
+                }
                 clientChannel.write(chunk, promise: nil)
             }
         }
@@ -784,4 +1038,34 @@ final class ProxySession {
     }
 
     private var ended = false
+}
+
+/// A command or response collected for the filters: its lines and the
+/// literals between them, as the slices they arrived in (no copies).
+struct CollectedFrame {
+    var kind: FrameKind
+    var segments: [ByteBuffer] = []
+    var literals: [FrameLiteral] = []
+
+    init(kind: FrameKind) { self.kind = kind }
+
+    mutating func appendLiteralBytes(_ chunk: ByteBuffer) {
+        guard !literals.isEmpty else { return }
+        literals[literals.count - 1].chunks?.append(chunk)
+    }
+
+    var frame: Frame {
+        let length = segments.reduce(0) { $0 + $1.readableBytes }
+            + literals.reduce(0) { $0 + ($1.chunks?.reduce(0) { $0 + $1.readableBytes } ?? 0) }
+        return Frame(kind: kind, segments: segments, literals: literals, offset: 0, length: length)
+    }
+
+    /// Writes the bytes as they arrived.
+    func write(to channel: Channel) {
+        for (index, segment) in segments.enumerated() {
+            channel.write(segment, promise: nil)
+            guard index < literals.count else { continue }
+            for chunk in literals[index].chunks ?? [] { channel.write(chunk, promise: nil) }
+        }
+    }
 }

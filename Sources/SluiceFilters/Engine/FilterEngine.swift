@@ -1,0 +1,259 @@
+import IMAPWire
+import Logging
+import NIOCore
+
+/// The configured filters, each scoped to some users; shared by all sessions.
+public struct FilterSet: Sendable {
+    public struct Entry: Sendable {
+        public var users: UserMatcher
+        public var filter: any Filter
+
+        public init(users: UserMatcher = .everyone, filter: any Filter) {
+            self.users = users
+            self.filter = filter
+        }
+    }
+
+    public var entries: [Entry]
+
+    public init(_ entries: [Entry] = []) { self.entries = entries }
+
+    public var isEmpty: Bool { entries.isEmpty }
+
+    /// The engine for a session of `user`, or `nil` when no filter applies
+    /// (then the relay does no filtering work at all).
+    public func engine(user: String, clientAddress: String?, upstreamCapabilities: [String], logger: Logger) -> FilterEngine? {
+        let filters = entries.filter { $0.users.matches(user) }.map(\.filter)
+        guard !filters.isEmpty else { return nil }
+        let context = FilterContext(user: user, clientAddress: clientAddress,
+                                    upstreamCapabilities: upstreamCapabilities, logger: logger)
+        return FilterEngine(filters: filters, context: context)
+    }
+
+    /// Capabilities before login: only filters that apply to everyone.
+    public func preAuthCapabilities(_ capabilities: [String]) -> [String] {
+        var result = capabilities
+        for entry in entries where entry.users.isEveryone {
+            entry.filter.rewrite(capabilities: &result, authenticated: false)
+        }
+        return result
+    }
+}
+
+/// Runs one session's filter chains and keeps its context current.
+///
+/// The relay asks `wants…` with the name from a frame's first line (no
+/// parsing); only frames some filter (or the engine's own state tracking)
+/// selects are collected whole and handed to `process…`. Everything else is
+/// only noted (`commandPassed`, `taggedResponsePassed`) for the in-flight queue.
+public final class FilterEngine {
+    public let context: FilterContext
+    let filters: [any Filter]
+    private let commandNames: CommandSelection
+    private let untaggedNames: Set<String>
+    private let taggedFor: CommandSelection
+
+    /// Commands and responses the engine follows for the context's state.
+    static let trackedCommands: Set<String> = ["SELECT", "EXAMINE", "ENABLE"]
+
+    init(filters: [any Filter], context: FilterContext) {
+        self.filters = filters
+        self.context = context
+        var names = FilterEngine.trackedCommands
+        var all = false
+        var untagged: Set<String> = ["ENABLED"]
+        var tagged = CommandSelection.named(FilterEngine.trackedCommands.union(["CLOSE", "UNSELECT"]))
+        for filter in filters {
+            names.formUnion(filter.commands.names)
+            all = all || filter.commands.all
+            untagged.formUnion(filter.responses.untagged)
+            tagged.names.formUnion(filter.responses.taggedFor.names)
+            tagged.all = tagged.all || filter.responses.taggedFor.all
+        }
+        commandNames = CommandSelection(names: names, all: all)
+        untaggedNames = untagged
+        taggedFor = tagged
+    }
+
+    // MARK: - Capabilities
+
+    public func capabilities(_ capabilities: [String]) -> [String] {
+        var result = capabilities
+        for filter in filters { filter.rewrite(capabilities: &result, authenticated: true) }
+        return result
+    }
+
+    // MARK: - Commands
+
+    public func wantsCommand(named name: String) -> Bool { commandNames.contains(name) }
+
+    /// A command no filter selected went upstream as it was.
+    public func commandPassed(tag: String, name: String) {
+        context.inFlight.append(InFlightCommand(tag: tag, name: name))
+    }
+
+    public enum CommandDecision {
+        case forwardOriginal
+        case forwardRewritten(ParsedCommand)
+        /// The proxy's answer for the client (complete lines).
+        case respond(ByteBuffer)
+    }
+
+    /// Runs the command chain over a collected command frame.
+    public func process(command frame: Frame, streamedLiteral: LiteralHeader?) -> CommandDecision {
+        let parsed: ParsedCommand
+        do {
+            parsed = try frame.command()
+        } catch {
+            // Unparseable but framed: the upstream answers it (BAD), as it would directly.
+            if let tag = frame.tag, let name = frame.name { commandPassed(tag: tag, name: name) }
+            return .forwardOriginal
+        }
+        let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral)
+        let outcome = runCommand(command, from: 0)
+        switch outcome {
+        case .forward(let command):
+            var entry = InFlightCommand(tag: command.tag, name: command.name)
+            if FilterEngine.trackedCommands.contains(command.baseName) || MailboxArguments.names.contains(command.baseName) {
+                entry.mailbox = MailboxArguments.first(of: command.parsed)
+            }
+            context.inFlight.append(entry)
+            return command.isRewritten ? .forwardRewritten(command.parsed) : .forwardOriginal
+        case .reply(let reply):
+            return .respond(ByteBuffer(string: "\(parsed.tag) \(reply)\r\n"))
+        case .answer(let untagged, let reply):
+            var text = ""
+            for line in untagged { text += "* \(line)\r\n" }
+            return .respond(ByteBuffer(string: text + "\(parsed.tag) \(reply)\r\n"))
+        }
+    }
+
+    private func runCommand(_ command: ClientCommand, from index: Int) -> CommandOutcome {
+        var index = index
+        while index < filters.count, !filters[index].commands.contains(command.name) { index += 1 }
+        guard index < filters.count else { return .forward(command) }
+        let next = index + 1
+        return filters[index].handle(command: command, context: context) { command, _ in
+            self.runCommand(command, from: next)
+        }
+    }
+
+    // MARK: - Responses
+
+    /// Whether a response starting with this first line is collected whole.
+    public func wantsResponse(kind: FrameKind, name: String?, tag: String?) -> Bool {
+        switch kind {
+        case .untaggedResponse:
+            guard let name else { return false }
+            // LIST is looked at until it has shown the hierarchy delimiter.
+            return untaggedNames.contains(name) || (name == "LIST" && context.hierarchyDelimiter == nil)
+        case .taggedResponse:
+            guard let tag, let command = context.command(tagged: tag) else { return false }
+            return taggedFor.contains(command.name)
+        default:
+            return false
+        }
+    }
+
+    /// A tagged response went to the client unfiltered.
+    public func taggedResponsePassed(tag: String) {
+        if let index = context.inFlight.firstIndex(where: { $0.tag == tag }) { context.inFlight.remove(at: index) }
+    }
+
+    public enum ResponseDecision {
+        case forwardOriginal
+        case forwardRewritten(ByteBuffer)
+        case drop
+    }
+
+    /// Runs the response chain over a collected response frame.
+    public func process(response frame: Frame) -> ResponseDecision {
+        guard let parsed = try? frame.response() else {
+            if frame.kind == .taggedResponse, let tag = frame.tag { taggedResponsePassed(tag: tag) }
+            return .forwardOriginal
+        }
+        var command: InFlightCommand?
+        if frame.kind == .taggedResponse, let tag = frame.tag { command = context.command(tagged: tag) }
+        track(parsed, command: command)
+        let response = ServerResponse(parsed: parsed, original: frame, command: command)
+        let outcome = runResponse(response, from: filters.count - 1)
+        if let command { taggedResponsePassed(tag: command.tag) }
+        switch outcome {
+        case .forward(let response):
+            guard response.isRewritten else { return .forwardOriginal }
+            return .forwardRewritten(FilterEngine.encode(response.parsed))
+        case .drop:
+            return frame.kind == .taggedResponse ? .forwardOriginal : .drop
+        }
+    }
+
+    /// Responses pass the filters in reverse order (an onion: the filter
+    /// nearest the client sees commands first and responses last), so a
+    /// rule after a renaming rule sees server names both ways.
+    private func runResponse(_ response: ServerResponse, from index: Int) -> ResponseOutcome {
+        var index = index
+        while index >= 0, !selects(filters[index].responses, response) { index -= 1 }
+        guard index >= 0 else { return .forward(response) }
+        let next = index - 1
+        return filters[index].handle(response: response, context: context) { response, _ in
+            self.runResponse(response, from: next)
+        }
+    }
+
+    private func selects(_ selection: ResponseSelection, _ response: ServerResponse) -> Bool {
+        if let command = response.command { return selection.taggedFor.contains(command.name) }
+        switch response.parsed {
+        case .data(let data): return selection.untagged.contains(data.name)
+        case .status(let status): return selection.untagged.contains(status.status.rawValue)
+        case .continuation: return false
+        }
+    }
+
+    /// Keeps the context's state: selected mailbox, enabled extensions, delimiter.
+    private func track(_ response: ParsedResponse, command: InFlightCommand?) {
+        switch response {
+        case .status(let status):
+            guard let command, status.tag != nil else { return }
+            switch command.baseName {
+            case "SELECT", "EXAMINE":
+                if status.status == .ok, let mailbox = command.mailbox {
+                    let readOnly = status.text.code?.name == "READ-ONLY" || command.baseName == "EXAMINE"
+                    context.state = .selected(mailbox: mailbox, readOnly: readOnly)
+                } else {
+                    context.state = .authenticated  // a failed SELECT leaves no mailbox selected
+                }
+            case "CLOSE", "UNSELECT":
+                if status.status == .ok { context.state = .authenticated }
+            default:
+                break
+            }
+        case .data(let data):
+            if data.name == "ENABLED" {
+                if data.arguments.contains(where: { $0.keyword == "UTF8=ACCEPT" }) { context.utf8Enabled = true }
+            } else if data.name == "LIST", context.hierarchyDelimiter == nil, let list = ListResponse(data),
+                      let delimiter = list.delimiter {
+                context.hierarchyDelimiter = delimiter
+            }
+        case .continuation:
+            break
+        }
+    }
+
+    static func encode(_ response: ParsedResponse) -> ByteBuffer {
+        let options = EncodingOptions(receiver: .client)
+        switch response {
+        case .status(let status): return IMAPEncoder.encode(status, options: options).bytes() ?? ByteBuffer()
+        case .data(let data): return IMAPEncoder.encode(data, options: options).bytes() ?? ByteBuffer()
+        case .continuation(let text):
+            var buffer = ByteBuffer(string: "+ ")
+            if let code = text.code {
+                buffer.writeString("[\(code.name)" + (code.rawArguments.isEmpty ? "" : " ") )
+                buffer.writeBytes(code.rawArguments)
+                buffer.writeString("] ")
+            }
+            buffer.writeBytes(text.text)
+            buffer.writeString("\r\n")
+            return buffer
+        }
+    }
+}

@@ -1,0 +1,151 @@
+import IMAPWire
+
+/// Refuses commands by name (UID forms included), optionally only when they
+/// name a mailbox matching one of `mailboxes`.
+public struct DenyCommandsFilter: Filter {
+    public let names: Set<String>
+    public let mailboxes: [Glob]
+    public let reply: TaggedReply
+
+    public init(names: Set<String>, mailboxes: [Glob] = [], reply: TaggedReply = .no("NOPERM", "Not allowed here.")) {
+        self.names = Set(names.map { $0.uppercased() })
+        self.mailboxes = mailboxes
+        self.reply = reply
+    }
+
+    public var commands: CommandSelection { .named(names) }
+
+    public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
+        if mailboxes.isEmpty { return .reply(reply) }
+        let named = MailboxArguments.names.contains(command.baseName)
+            ? MailboxArguments.all(of: command.parsed) : currentMailbox(context)
+        let hit = named.contains { mailbox in
+            guard let name = mailbox.displayName(utf8: context.utf8Enabled) else { return false }
+            return mailboxes.contains { $0.matches(name) }
+        }
+        return hit ? .reply(reply) : next(command, context)
+    }
+
+    /// Commands without a mailbox argument (EXPUNGE, STORE, FETCH …) act on the selected mailbox.
+    private func currentMailbox(_ context: FilterContext) -> [MailboxName] {
+        if case .selected(let mailbox, _) = context.state { return [mailbox] }
+        return []
+    }
+}
+
+/// Read-only access: SELECT becomes EXAMINE (so its tagged reply says
+/// `[READ-ONLY]` and nothing sets `\Seen`), every mutating command is
+/// refused with `NO [NOPERM]`.
+public struct ReadOnlyFilter: Filter {
+    public static let mutatingCommands: Set<String> = [
+        "STORE", "EXPUNGE", "APPEND", "COPY", "MOVE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+        "SETMETADATA", "SETACL", "DELETEACL", "SETQUOTA",
+    ]
+
+    public init() {}
+
+    public var commands: CommandSelection { .named(ReadOnlyFilter.mutatingCommands.union(["SELECT"])) }
+
+    public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
+        if command.baseName == "SELECT" {
+            var command = command
+            var examine = command.parsed
+            examine.name = "EXAMINE"
+            command.rewrite(examine)
+            return next(command, context)
+        }
+        return .reply(.no("NOPERM", "Read-only access."))
+    }
+}
+
+/// Adds and removes capability names everywhere the client sees them, and
+/// refuses the commands of removed extensions with `BAD`.
+public struct CapabilityFilter: Filter {
+    public let remove: Set<String>
+    public let add: [String]
+    /// Commands that belong to each removable extension.
+    public static let extensionCommands: [String: Set<String>] = [
+        "MOVE": ["MOVE"], "IDLE": ["IDLE"], "NAMESPACE": ["NAMESPACE"], "ID": ["ID"], "ENABLE": ["ENABLE"],
+        "SORT": ["SORT"], "THREAD": ["THREAD"], "UNSELECT": ["UNSELECT"], "UIDPLUS": [],
+        "METADATA": ["GETMETADATA", "SETMETADATA"], "METADATA-SERVER": ["GETMETADATA", "SETMETADATA"],
+        "QUOTA": ["GETQUOTA", "GETQUOTAROOT", "SETQUOTA"], "ACL": ["SETACL", "DELETEACL", "GETACL", "LISTRIGHTS", "MYRIGHTS"],
+        "COMPRESS=DEFLATE": ["COMPRESS"], "NOTIFY": ["NOTIFY"], "REPLACE": ["REPLACE"],
+    ]
+
+    public init(remove: Set<String>, add: [String]) {
+        self.remove = Set(remove.map { $0.uppercased() })
+        self.add = add
+    }
+
+    private func isRemoved(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        if remove.contains(upper) { return true }
+        // THREAD=REFERENCES is removed by THREAD, AUTH=PLAIN by AUTH.
+        if let equals = upper.firstIndex(of: "=") { return remove.contains(String(upper[..<equals])) }
+        return false
+    }
+
+    private var refusedCommands: Set<String> {
+        remove.reduce(into: Set<String>()) { result, name in
+            result.formUnion(CapabilityFilter.extensionCommands[name] ?? [])
+            if let equals = name.firstIndex(of: "=") {
+                result.formUnion(CapabilityFilter.extensionCommands[String(name[..<equals])] ?? [])
+            }
+        }
+    }
+
+    public var commands: CommandSelection { .named(refusedCommands.union(["ENABLE"])) }
+
+    public var responses: ResponseSelection {
+        ResponseSelection(untagged: ["CAPABILITY", "OK", "ENABLED"],
+                          taggedFor: .named(["LOGIN", "AUTHENTICATE", "STARTTLS", "CAPABILITY", "NOOP"]))
+    }
+
+    public func rewrite(capabilities: inout [String], authenticated: Bool) {
+        capabilities.removeAll(where: isRemoved)
+        for name in add where !capabilities.contains(where: { $0.uppercased() == name.uppercased() }) {
+            capabilities.append(name)
+        }
+    }
+
+    public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
+        if command.baseName == "ENABLE", !refusedCommands.contains("ENABLE") {
+            // Enabling a removed extension is not passed on.
+            let kept = command.arguments.filter { !isRemoved($0.atom ?? "") }
+            if kept.count == command.arguments.count { return next(command, context) }
+            if kept.isEmpty { return .answer(untagged: ["ENABLED"], reply: .ok("Enabled.")) }
+            var command = command
+            command.rewrite(arguments: kept)
+            return next(command, context)
+        }
+        return .reply(.bad("\(command.name) is not available."))
+    }
+
+    public func handle(response: ServerResponse, context: FilterContext, next: ResponseNext) -> ResponseOutcome {
+        var response = response
+        switch response.parsed {
+        case .data(var data) where data.name == "CAPABILITY":
+            var names = data.arguments.compactMap(\.atom)
+            rewrite(capabilities: &names, authenticated: true)
+            data.arguments = names.map { .atom(Array($0.utf8)) }
+            response.rewrite(.data(data))
+        case .data(var data) where data.name == "ENABLED":
+            let kept = data.arguments.filter { !isRemoved($0.atom ?? "") }
+            if kept.count != data.arguments.count {
+                data.arguments = kept
+                response.rewrite(.data(data))
+            }
+        case .status(var status):
+            guard var code = status.text.code, code.name == "CAPABILITY", let arguments = code.arguments else { break }
+            var names = arguments.compactMap(\.atom)
+            rewrite(capabilities: &names, authenticated: true)
+            code.arguments = names.map { .atom(Array($0.utf8)) }
+            code.rawArguments = Array(names.joined(separator: " ").utf8)
+            status.text.code = code
+            response.rewrite(.status(status))
+        default:
+            break
+        }
+        return next(response, context)
+    }
+}

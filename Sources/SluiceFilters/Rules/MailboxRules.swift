@@ -1,0 +1,202 @@
+import IMAPWire
+
+/// Mailbox names as the client sees them ⇄ names on the server.
+///
+/// Three forms, tried in the order given:
+/// - exact: `"Sent Items": "Sent"`;
+/// - subtree: `"Old/*": "Archive/*"` — `Old` ⇄ `Archive` and `Old/x/y` ⇄
+///   `Archive/x/y` (written with the server's own delimiter);
+/// - prefix: `"*": "INBOX.*"` — every name but INBOX gains (client → server)
+///   or loses (server → client) the prefix.
+/// A server name that another server name is shown as (e.g. a real `Sent
+/// Items` next to a `Sent` shown as `Sent Items`) is not shown at all.
+public struct MailboxRenaming: Sendable {
+    struct Rule: Sendable {
+        var client: String
+        var server: String
+        var isPrefix: Bool
+    }
+
+    private let rules: [Rule]
+
+    /// Throws a description for a pair that cannot work.
+    public init(_ pairs: [(client: String, server: String)]) throws(RuleError) {
+        var rules: [Rule] = []
+        var clientSides = Set<String>(), serverSides = Set<String>()
+        for (client, server) in pairs {
+            let clientWild = client.hasSuffix("*"), serverWild = server.hasSuffix("*")
+            guard clientWild == serverWild else {
+                throw RuleError("\(client) → \(server): both sides end in * (a subtree) or neither does")
+            }
+            let clientBase = clientWild ? String(client.dropLast()) : client
+            let serverBase = serverWild ? String(server.dropLast()) : server
+            guard !clientBase.contains("*"), !serverBase.contains("*"), !clientBase.contains("%"), !serverBase.contains("%") else {
+                throw RuleError("\(client) → \(server): * may only end a name")
+            }
+            guard clientSides.insert(client).inserted else { throw RuleError("\(client) is renamed twice") }
+            guard serverSides.insert(server).inserted else { throw RuleError("two names are renamed to \(server)") }
+            rules.append(Rule(client: clientBase, server: serverBase, isPrefix: clientWild))
+        }
+        self.rules = rules
+    }
+
+    public func toServer(_ name: String) -> String { map(name, from: \.client, to: \.server) }
+
+    /// The client's name for a server name; `nil` when the name is shadowed.
+    public func toClient(_ name: String) -> String? {
+        let client = map(name, from: \.server, to: \.client)
+        return toServer(client) == name ? client : nil
+    }
+
+    private func map(_ name: String, from: KeyPath<Rule, String>, to: KeyPath<Rule, String>) -> String {
+        for rule in rules {
+            let source = rule[keyPath: from], target = rule[keyPath: to]
+            if !rule.isPrefix {
+                if name == source { return target }
+                continue
+            }
+            if source.isEmpty {
+                // The namespace-prefix form; INBOX keeps its name.
+                if name.uppercased() == "INBOX" { continue }
+                return target + name
+            }
+            if name.hasPrefix(source) { return target + name.dropFirst(source.count) }
+            // The subtree's root: "Old" for "Old/*".
+            if let delimiter = source.last, !source.dropLast().isEmpty, name == String(source.dropLast()),
+               target.last == delimiter || target.isEmpty {
+                return String(target.dropLast())
+            }
+        }
+        return name
+    }
+}
+
+public struct RuleError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Renames mailboxes in both directions: in every command that names one
+/// (and LIST/LSUB references and patterns), and in LIST, LSUB (with
+/// OLDNAME) and STATUS responses.
+public struct RenameMailboxesFilter: Filter {
+    public let renaming: MailboxRenaming
+
+    public init(renaming: MailboxRenaming) { self.renaming = renaming }
+
+    public var commands: CommandSelection { .named(MailboxArguments.names.union(["LIST", "LSUB"])) }
+    public var responses: ResponseSelection { ResponseSelection(untagged: ["LIST", "LSUB", "STATUS"]) }
+
+    public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
+        let utf8 = context.utf8Enabled
+        func rename(_ bytes: [UInt8]) -> [UInt8] {
+            guard let name = MailboxName(bytes: bytes).displayName(utf8: utf8) else { return bytes }
+            return MailboxName(renaming.toServer(name), utf8: utf8).bytes
+        }
+        let rewritten: ParsedCommand?
+        if command.baseName == "LIST" || command.baseName == "LSUB" {
+            rewritten = ListArguments.mapping(command.parsed, reference: rename, pattern: rename)
+        } else {
+            rewritten = MailboxArguments.mapping(command.parsed) { MailboxName(bytes: rename($0.bytes)) }
+        }
+        guard let rewritten else { return next(command, context) }
+        var command = command
+        command.rewrite(rewritten)
+        return next(command, context)
+    }
+
+    public func handle(response: ServerResponse, context: FilterContext, next: ResponseNext) -> ResponseOutcome {
+        guard case .data(var data) = response.parsed else { return next(response, context) }
+        let utf8 = context.utf8Enabled
+        func rename(_ bytes: [UInt8]) -> [UInt8]?? {
+            guard let name = MailboxName(bytes: bytes).displayName(utf8: utf8) else { return .some(nil) }
+            guard let client = renaming.toClient(name) else { return nil }  // shadowed: drop the response
+            return client == name ? .some(nil) : .some(MailboxName(client, utf8: utf8).bytes)
+        }
+        var changed = false
+        if data.name == "STATUS" {
+            guard let bytes = data.arguments.first?.stringBytes else { return next(response, context) }
+            guard let renamed = rename(bytes) else { return .drop }
+            if let renamed { data.arguments[0] = .quoted(renamed); changed = true }
+        } else if let list = ListResponse(data) {
+            // mailbox-list = "(" flags ")" SP delimiter SP mailbox [SP "(" extended ")"]
+            guard let renamed = rename(list.mailbox.bytes) else { return .drop }
+            if let renamed { data.arguments[2] = .quoted(renamed); changed = true }
+            if let old = list.oldName, let renamedOld = rename(old.bytes) ?? nil, case .list(var items) = data.arguments[3] {
+                for index in stride(from: 0, to: items.count - 1, by: 2) where items[index].string?.uppercased() == "OLDNAME" {
+                    items[index + 1] = .list([.quoted(renamedOld)])
+                }
+                data.arguments[3] = .list(items)
+                changed = true
+            }
+        }
+        guard changed else { return next(response, context) }
+        var response = response
+        response.rewrite(.data(data))
+        return next(response, context)
+    }
+}
+
+/// Hides mailboxes (glob patterns on their names): they vanish from LIST,
+/// LSUB and STATUS responses, and commands naming them are answered as if
+/// they did not exist.
+public struct HideMailboxesFilter: Filter {
+    public let patterns: [Glob]
+
+    public init(patterns: [Glob]) { self.patterns = patterns }
+
+    public var commands: CommandSelection { .named(MailboxArguments.names) }
+    public var responses: ResponseSelection { ResponseSelection(untagged: ["LIST", "LSUB", "STATUS"]) }
+
+    func isHidden(_ mailbox: MailboxName, utf8: Bool) -> Bool {
+        guard let name = mailbox.displayName(utf8: utf8), !mailbox.isInbox else { return false }
+        return patterns.contains { $0.matches(name) }
+    }
+
+    public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
+        if MailboxArguments.all(of: command.parsed).contains(where: { isHidden($0, utf8: context.utf8Enabled) }) {
+            return .reply(.no("NONEXISTENT", "Mailbox does not exist."))
+        }
+        return next(command, context)
+    }
+
+    public func handle(response: ServerResponse, context: FilterContext, next: ResponseNext) -> ResponseOutcome {
+        guard case .data(let data) = response.parsed else { return next(response, context) }
+        let mailbox: MailboxName?
+        if data.name == "STATUS" {
+            mailbox = data.arguments.first?.stringBytes.map(MailboxName.init(bytes:))
+        } else {
+            mailbox = ListResponse(data)?.mailbox
+        }
+        if let mailbox, isHidden(mailbox, utf8: context.utf8Enabled) { return .drop }
+        return next(response, context)
+    }
+}
+
+/// Adds special-use attributes (`\Sent`, `\Trash` …, RFC 6154) to LIST
+/// responses by mailbox name, for servers without SPECIAL-USE.
+public struct SpecialUseFilter: Filter {
+    public static let attributes: Set<String> = ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"]
+    public let byName: [String: String]
+
+    public init(byName: [String: String]) { self.byName = byName }
+
+    public var responses: ResponseSelection { ResponseSelection(untagged: ["LIST"]) }
+
+    public func handle(response: ServerResponse, context: FilterContext, next: ResponseNext) -> ResponseOutcome {
+        guard case .data(var data) = response.parsed, let list = ListResponse(data),
+              let name = list.mailbox.displayName(utf8: context.utf8Enabled), let attribute = byName[name],
+              !list.attributes.contains(where: { $0.caseInsensitiveCompare(attribute) }),
+              case .list(var attributes) = data.arguments.first
+        else { return next(response, context) }
+        attributes.append(.atom(Array(attribute.utf8)))
+        data.arguments[0] = .list(attributes)
+        var response = response
+        response.rewrite(.data(data))
+        return next(response, context)
+    }
+}
+
+extension String {
+    func caseInsensitiveCompare(_ other: String) -> Bool { lowercased() == other.lowercased() }
+}
