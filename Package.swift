@@ -83,6 +83,11 @@ let package = Package(
             dependencies: ["SluiceProxy", "SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
+            name: "SluiceFiltersTests",
+            dependencies: ["SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
             name: "IMAPWireTests",
             dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")],
             exclude: ["Transcripts"]

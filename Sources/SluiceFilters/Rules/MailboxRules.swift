@@ -62,8 +62,7 @@ public struct MailboxRenaming: Sendable {
             }
             if name.hasPrefix(source) { return target + name.dropFirst(source.count) }
             // The subtree's root: "Old" for "Old/*".
-            if let delimiter = source.last, !source.dropLast().isEmpty, name == String(source.dropLast()),
-               target.last == delimiter || target.isEmpty {
+            if !source.dropLast().isEmpty, !target.dropLast().isEmpty, name == String(source.dropLast()) {
                 return String(target.dropLast())
             }
         }
