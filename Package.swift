@@ -78,9 +78,24 @@ let package = Package(
             name: "imapwire-fuzz",
             dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // The custom filter of docs/filters.md, and a sluice of one's own with it.
+        .target(
+            name: "ExampleFilters",
+            dependencies: ["SluiceFilters", "IMAPWire"],
+            path: "Examples/ExampleFilters"
+        ),
+        .executableTarget(
+            name: "sluice-with-filters",
+            dependencies: [
+                "ExampleFilters", "SluiceFilters", "SluiceProxy",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Examples/sluice-with-filters"
+        ),
         .testTarget(
             name: "SluiceProxyTests",
-            dependencies: ["SluiceProxy", "SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SluiceProxy", "SluiceFilters", "ExampleFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SluiceFiltersTests",

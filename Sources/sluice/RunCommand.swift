@@ -131,27 +131,12 @@ struct RunCommand: AsyncParsableCommand {
         let server = try ProxyServer(configuration: configuration, logger: logger)
         let reloader = SignalHandler(signal: SIGHUP) { server.reload() }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: ProxyService(server: server, gracePeriod: configuration.shutdownGracePeriod, logger: logger))],
+            services: [.init(service: ProxyService(server: server, gracePeriod: configuration.shutdownGracePeriod))],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
         reloader.cancel()
         logger.info("stopped")
-    }
-}
-
-/// The proxy as a service-lifecycle service: runs until a graceful shutdown
-/// is requested, then drains sessions.
-struct ProxyService: Service {
-    let server: ProxyServer
-    let gracePeriod: TimeAmount
-    let logger: Logger
-
-    func run() async throws {
-        _ = try await server.start()
-        // Returns when SIGTERM/SIGINT arrives (or the group is cancelled).
-        try? await gracefulShutdown()
-        await server.shutdown(gracePeriod: gracePeriod)
     }
 }
 
