@@ -61,5 +61,9 @@ for user, with_mail in users.items():
     for folder in (".Sent", ".Archive", ".Archive.2019", ".Entw&APw-rfe", ".Calendar"):
         maildir(os.path.join(home, folder))
     put(os.path.join(home, ".Sent"), 6, message(6, "Sent one", "sent\r\n"), "S")
+
+# SLUICE_SEED_FOLDERS=N gives carol N empty folders (LIST benchmarks).
+for index in range(int(os.environ.get("SLUICE_SEED_FOLDERS", "0"))):
+    maildir(os.path.join(root, "carol", "Maildir", ".Folder%04d" % (index + 1)))
     with open(os.path.join(home, "subscriptions"), "w") as f:
         f.write("Sent\nArchive\nArchive.2019\n")

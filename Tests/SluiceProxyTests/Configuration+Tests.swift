@@ -86,7 +86,7 @@ struct ConfigurationFileTests {
             "test.yaml:9: timeouts.connect: expected a duration such as 500ms, 30s, 10m or 1h, got soon",
             "test.yaml:11: limits.max_bad_commands: expected a whole number from 1 to 1000, got 0",
             "test.yaml:12: limits.write_buffer_high_water_mark: expected a size from 4096 to 67108864 bytes (e.g. 256KiB), got 12QB",
-            "test.yaml:13: colour: unknown key (expected one of: greeting, limits, listeners, log, mode, routing, timeouts, tls, upstream)",
+            "test.yaml:13: colour: unknown key (expected one of: greeting, limits, listeners, log, mode, routing, rules, timeouts, tls, upstream)",
         ])
     }
 

@@ -49,6 +49,9 @@ public struct FilterSet: Sendable {
 public final class FilterEngine {
     public let context: FilterContext
     let filters: [any Filter]
+    /// Each filter's selections, asked once (filters may compute them).
+    private let commandSelections: [CommandSelection]
+    private let responseSelections: [ResponseSelection]
     private let commandNames: CommandSelection
     private let untaggedNames: Set<String>
     private let taggedFor: CommandSelection
@@ -59,16 +62,18 @@ public final class FilterEngine {
     init(filters: [any Filter], context: FilterContext) {
         self.filters = filters
         self.context = context
+        commandSelections = filters.map(\.commands)
+        responseSelections = filters.map(\.responses)
         var names = FilterEngine.trackedCommands
         var all = false
         var untagged: Set<String> = ["ENABLED"]
         var tagged = CommandSelection.named(FilterEngine.trackedCommands.union(["CLOSE", "UNSELECT"]))
-        for filter in filters {
-            names.formUnion(filter.commands.names)
-            all = all || filter.commands.all
-            untagged.formUnion(filter.responses.untagged)
-            tagged.names.formUnion(filter.responses.taggedFor.names)
-            tagged.all = tagged.all || filter.responses.taggedFor.all
+        for (commands, responses) in zip(commandSelections, responseSelections) {
+            names.formUnion(commands.names)
+            all = all || commands.all
+            untagged.formUnion(responses.untagged)
+            tagged.names.formUnion(responses.taggedFor.names)
+            tagged.all = tagged.all || responses.taggedFor.all
         }
         commandNames = CommandSelection(names: names, all: all)
         untaggedNames = untagged
@@ -130,7 +135,7 @@ public final class FilterEngine {
 
     private func runCommand(_ command: ClientCommand, from index: Int) -> CommandOutcome {
         var index = index
-        while index < filters.count, !filters[index].commands.contains(command.name) { index += 1 }
+        while index < filters.count, !commandSelections[index].contains(command.name) { index += 1 }
         guard index < filters.count else { return .forward(command) }
         let next = index + 1
         return filters[index].handle(command: command, context: context) { command, _ in
@@ -192,7 +197,7 @@ public final class FilterEngine {
     /// rule after a renaming rule sees server names both ways.
     private func runResponse(_ response: ServerResponse, from index: Int) -> ResponseOutcome {
         var index = index
-        while index >= 0, !selects(filters[index].responses, response) { index -= 1 }
+        while index >= 0, !selects(responseSelections[index], response) { index -= 1 }
         guard index >= 0 else { return .forward(response) }
         let next = index - 1
         return filters[index].handle(response: response, context: context) { response, _ in

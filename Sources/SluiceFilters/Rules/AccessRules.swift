@@ -98,7 +98,7 @@ public struct CapabilityFilter: Filter {
 
     public var responses: ResponseSelection {
         ResponseSelection(untagged: ["CAPABILITY", "OK", "ENABLED"],
-                          taggedFor: .named(["LOGIN", "AUTHENTICATE", "STARTTLS", "CAPABILITY", "NOOP"]))
+                          taggedFor: .named(["LOGIN", "AUTHENTICATE", "STARTTLS", "CAPABILITY"]))
     }
 
     public func rewrite(capabilities: inout [String], authenticated: Bool) {

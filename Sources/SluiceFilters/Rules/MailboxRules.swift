@@ -40,17 +40,17 @@ public struct MailboxRenaming: Sendable {
         self.rules = rules
     }
 
-    public func toServer(_ name: String) -> String { map(name, from: \.client, to: \.server) }
+    public func toServer(_ name: String) -> String { map(name, toServer: true) }
 
     /// The client's name for a server name; `nil` when the name is shadowed.
     public func toClient(_ name: String) -> String? {
-        let client = map(name, from: \.server, to: \.client)
+        let client = map(name, toServer: false)
         return toServer(client) == name ? client : nil
     }
 
-    private func map(_ name: String, from: KeyPath<Rule, String>, to: KeyPath<Rule, String>) -> String {
+    private func map(_ name: String, toServer: Bool) -> String {
         for rule in rules {
-            let source = rule[keyPath: from], target = rule[keyPath: to]
+            let source = toServer ? rule.client : rule.server, target = toServer ? rule.server : rule.client
             if !rule.isPrefix {
                 if name == source { return target }
                 continue

@@ -39,42 +39,52 @@ public struct UserMatcher: Sendable {
 }
 
 /// A glob: `*` any run of characters (hierarchy delimiters included), `?`
-/// one character, everything else literally.
+/// one character, everything else literally. Matched on UTF-8 bytes
+/// (`?` is one byte; fine for the ASCII wildcards names use), ASCII letters
+/// folded when case-insensitive.
 public struct Glob: Sendable, Hashable {
-    private let pattern: [Character]
+    private let pattern: [UInt8]
     private let caseInsensitive: Bool
 
     public init(_ pattern: String, caseInsensitive: Bool = false) {
         self.caseInsensitive = caseInsensitive
-        self.pattern = Array(caseInsensitive ? pattern.lowercased() : pattern)
+        self.pattern = Array(pattern.utf8).map { caseInsensitive ? Glob.lower($0) : $0 }
     }
 
-    public var hasWildcards: Bool { pattern.contains("*") || pattern.contains("?") }
+    public var hasWildcards: Bool { pattern.contains(UInt8(ascii: "*")) || pattern.contains(UInt8(ascii: "?")) }
 
     public func matches(_ text: String) -> Bool {
-        let text = Array(caseInsensitive ? text.lowercased() : text)
-        // Iterative matching with one backtrack point for the last `*` (linear-ish, no recursion).
+        var text = text
+        return text.withUTF8 { matches(bytes: $0) }
+    }
+
+    public func matches(bytes text: UnsafeBufferPointer<UInt8>) -> Bool {
+        let star = UInt8(ascii: "*"), any = UInt8(ascii: "?")
+        // Iterative matching with one backtrack point for the last `*`.
         var p = 0, t = 0
-        var star: Int?, starText = 0
+        var starAt: Int?, starText = 0
         while t < text.count {
-            if p < pattern.count, pattern[p] == "?" || (pattern[p] != "*" && pattern[p] == text[t]) {
+            let byte = caseInsensitive ? Glob.lower(text[t]) : text[t]
+            if p < pattern.count, pattern[p] == any || (pattern[p] != star && pattern[p] == byte) {
                 p += 1
                 t += 1
-            } else if p < pattern.count, pattern[p] == "*" {
-                star = p
+            } else if p < pattern.count, pattern[p] == star {
+                starAt = p
                 starText = t
                 p += 1
-            } else if let star {
-                p = star + 1
+            } else if let starAt {
+                p = starAt + 1
                 starText += 1
                 t = starText
             } else {
                 return false
             }
         }
-        while p < pattern.count, pattern[p] == "*" { p += 1 }
+        while p < pattern.count, pattern[p] == star { p += 1 }
         return p == pattern.count
     }
+
+    private static func lower(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte }
 }
 
 /// A compiled regular expression shared across event loops. `Regex` holds
