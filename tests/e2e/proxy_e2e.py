@@ -804,6 +804,7 @@ rules:
   - capabilities: { remove: ["QRESYNC", "CONDSTORE"], add: ["XSLUICE"] }
   - special_use: { "Sent": "\\Sent", "Trash": "\\Trash" }
   - audit: { commands: [DELETE, EXPUNGE, MOVE], file: "audit.log" }
+  - rewrite_login: { match: '^(.+)@old\.example$', replace: '$1' }
 """
 
 
@@ -828,6 +829,8 @@ def rules_tests():
             c.close()
             for reply in (login, data):
                 assert b"XSLUICE" in reply and b"CONDSTORE" not in reply and b"QRESYNC" not in reply, reply
+            # The proxy's own LIST "" "" (to learn the delimiter) never reaches the client.
+            assert b"* LIST" not in login + data, login + data
             assert b"CONDSTORE" in Client(PORT).greeting + direct_capabilities(), "Dovecot should offer CONDSTORE"
         check("rules: capabilities removed and added, before and after login", capabilities_rewritten)
 
@@ -837,6 +840,13 @@ def rules_tests():
             c.close()
             assert b"* ENABLED\r\n" in reply and re.search(rb"t\d+ OK", reply), reply
         check("rules: ENABLE of a removed extension is not passed on", enable_removed_extension)
+
+        def login_rewritten():
+            c = Client(port, "alice@old.example", "secret-alice")
+            assert b"OK" in c.run("SELECT INBOX")
+            c.close()
+            assert b"NO [AUTHENTICATIONFAILED]" in login_reply(sluice, "alice@other.example", "secret-alice")
+        check("rules: rewrite_login maps alice@old.example to alice before routing", login_rewritten)
 
         def list_renamed_hidden_special_use():
             c = Client(port, "alice", "secret-alice")

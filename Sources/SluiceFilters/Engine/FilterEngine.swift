@@ -30,6 +30,11 @@ public struct FilterSet: Sendable {
         return FilterEngine(filters: filters, context: context)
     }
 
+    /// Whether any filter applies to `user`.
+    public func applies(to user: String) -> Bool {
+        entries.contains { $0.users.matches(user) }
+    }
+
     /// Capabilities before login: only filters that apply to everyone.
     public func preAuthCapabilities(_ capabilities: [String]) -> [String] {
         var result = capabilities
@@ -78,6 +83,12 @@ public final class FilterEngine {
         commandNames = CommandSelection(names: names, all: all)
         untaggedNames = untagged
         taggedFor = tagged
+    }
+
+    /// The proxy learned the server's hierarchy delimiter itself (its own
+    /// `LIST "" ""` after login, whose responses the client never sees).
+    public func learned(hierarchyDelimiter: UInt8) {
+        context.hierarchyDelimiter = hierarchyDelimiter
     }
 
     // MARK: - Capabilities

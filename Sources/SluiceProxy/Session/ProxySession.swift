@@ -337,8 +337,10 @@ final class ProxySession {
         if case .asUser(let name) = route.login, !name.isEmpty, name != user {
             logger[metadataKey: "imap.upstream_user"] = "\(name)"
         }
+        // With filters, the proxy asks the delimiter itself before the relay starts.
+        let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "")
         upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
-                                                  useStartTLS: upstream.security == .starttls)
+                                                  useStartTLS: upstream.security == .starttls, learnDelimiter: learn)
         currentUpstream = upstream
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         let tlsContext = upstream.tlsContext
@@ -575,14 +577,14 @@ final class ProxySession {
             } catch {
                 loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream TLS: \(error)")
             }
-        case .succeeded(let capabilities):
-            loginSucceeded(capabilities: capabilities)
+        case .succeeded(let capabilities, let delimiter):
+            loginSucceeded(capabilities: capabilities, delimiter: delimiter)
         case .failed(let response, let reason):
             loginFailed(response: response, reason: reason)
         }
     }
 
-    private func loginSucceeded(capabilities: [String]) {
+    private func loginSucceeded(capabilities: [String], delimiter: UInt8?) {
         upstreamLogin = nil
         phase = .relay
         logger.info("upstream login succeeded")
@@ -591,7 +593,10 @@ final class ProxySession {
         upstreamCapabilities = capabilities
         engine = configuration.filters.engine(user: user ?? "", clientAddress: clientAddressText,
                                               upstreamCapabilities: capabilities, logger: logger)
-        if let engine { offered = engine.capabilities(offered) }
+        if let engine {
+            offered = engine.capabilities(offered)
+            if let delimiter { engine.learned(hierarchyDelimiter: delimiter) }
+        }
         let action = preAuth.loginSucceeded(capabilities: offered)
         if case .send(let ok) = action { writeToClient(ok, flush: true) }
         clientDecoder.framer.limits = configuration.clientLimits

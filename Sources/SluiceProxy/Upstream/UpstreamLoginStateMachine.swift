@@ -14,7 +14,8 @@ struct UpstreamLoginStateMachine {
         case send(ByteBuffer)
         /// Send this, then start TLS on the upstream connection.
         case sendThenStartTLS(ByteBuffer)
-        case succeeded(capabilities: [String])
+        /// Logged in; `delimiter` when it was asked for (and the server has one).
+        case succeeded(capabilities: [String], delimiter: UInt8?)
         /// Login failed: the tagged response for the client (`NO [code] text`).
         case failed(response: String, reason: String)
         case none
@@ -28,19 +29,27 @@ struct UpstreamLoginStateMachine {
         /// Waiting for `+` to send the next part of the login command.
         case login(remaining: [ByteBuffer])
         case postLoginCapability
+        /// The proxy's own `LIST "" ""` (for the filters): its answer is consumed here.
+        case delimiter
         case done
     }
 
     private var state: State = .greeting
     private let credentials: UpstreamCredentials
     private let useStartTLS: Bool
+    private let learnDelimiter: Bool
+    private var delimiter: UInt8?
     private var capabilities: [String] = []
     private var tagCounter = 0
     private var currentTag = ""
 
-    init(credentials: UpstreamCredentials, useStartTLS: Bool) {
+    /// `learnDelimiter`: after login, ask the hierarchy delimiter with
+    /// `LIST "" ""` (RFC 3501 §6.3.8) before the relay starts, so no client
+    /// command is in flight and tags cannot collide.
+    init(credentials: UpstreamCredentials, useStartTLS: Bool, learnDelimiter: Bool = false) {
         self.credentials = credentials
         self.useStartTLS = useStartTLS
+        self.learnDelimiter = learnDelimiter
     }
 
     /// A response frame from the upstream.
@@ -83,8 +92,7 @@ struct UpstreamLoginStateMachine {
             }
             guard case .status(let status) = response, status.tag == currentTag else { return .none }
             if case .postLoginCapability = state {
-                state = .done
-                return .succeeded(capabilities: capabilities)
+                return loggedIn()
             }
             guard status.status == .ok else {
                 return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream CAPABILITY failed")
@@ -108,15 +116,32 @@ struct UpstreamLoginStateMachine {
                 return .failed(response: clientResponse(for: status), reason: "upstream refused the login")
             }
             if let code = status.text.code, let capability = CapabilityResponse(code) {
-                state = .done
-                return .succeeded(capabilities: capability.capabilities)
+                capabilities = capability.capabilities
+                return loggedIn()
             }
             state = .postLoginCapability
             capabilities = []
             return .send(command("CAPABILITY"))
+        case .delimiter:
+            if case .data(let data) = response, let list = ListResponse(data) {
+                delimiter = list.delimiter
+                return .none
+            }
+            guard case .status(let status) = response, status.tag == currentTag else { return .none }
+            state = .done
+            return .succeeded(capabilities: capabilities, delimiter: delimiter)
         case .done:
             return .none
         }
+    }
+
+    private mutating func loggedIn() -> Action {
+        guard learnDelimiter else {
+            state = .done
+            return .succeeded(capabilities: capabilities, delimiter: nil)
+        }
+        state = .delimiter
+        return .send(command("LIST \"\" \"\""))
     }
 
     /// The TLS handshake with the upstream completed (after STARTTLS).

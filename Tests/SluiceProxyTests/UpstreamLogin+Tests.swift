@@ -1,0 +1,55 @@
+import IMAPWire
+import NIOCore
+import Testing
+@testable import SluiceProxy
+
+/// Feeds server text to the machine; returns the actions (one per frame).
+private func receive(_ text: String, _ machine: inout UpstreamLoginStateMachine) throws -> [UpstreamLoginStateMachine.Action] {
+    var decoder = IMAPFrameDecoder(peer: .server)
+    var buffer = ByteBuffer(string: text)
+    var actions: [UpstreamLoginStateMachine.Action] = []
+    while let frame = try decoder.next(&buffer) { actions.append(machine.receive(frame)) }
+    return actions
+}
+
+private func sent(_ action: UpstreamLoginStateMachine.Action?) -> String? {
+    if case .send(let bytes)? = action { return String(buffer: bytes) }
+    return nil
+}
+
+@Suite("Upstream login")
+struct UpstreamLoginTests {
+    let credentials = UpstreamCredentials(.asUser("alice"), clientPassword: Array("pw".utf8))
+
+    @Test("with filters, the proxy's own LIST \"\" \"\" learns the delimiter; its responses are consumed")
+    func learnsDelimiter() throws {
+        var machine = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false, learnDelimiter: true)
+        let greeting = try receive("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n", &machine)
+        #expect(sent(greeting.last) == "sluice1 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")
+        let login = try receive("sluice1 OK [CAPABILITY IMAP4rev1 MOVE] Logged in\r\n", &machine)
+        #expect(sent(login.last) == "sluice2 LIST \"\" \"\"\r\n")
+        let list = try receive("* LIST (\\Noselect) \".\" \"\"\r\nsluice2 OK List completed\r\n", &machine)
+        guard case .succeeded(let capabilities, let delimiter)? = list.last else {
+            Issue.record("not logged in: \(list)")
+            return
+        }
+        #expect(capabilities == ["IMAP4rev1", "MOVE"])
+        #expect(delimiter == UInt8(ascii: "."))
+        if case UpstreamLoginStateMachine.Action.none? = list.first {} else { Issue.record("the LIST response was not consumed") }
+    }
+
+    @Test("without filters no extra command; a master login uses user*master and the master's password")
+    func masterLogin() throws {
+        let master = UpstreamCredentials(.masterUser(user: "bob", masterUser: "admin", masterPassword: Array("mpw".utf8),
+                                                     separator: "*"), clientPassword: Array("ignored".utf8))
+        var machine = UpstreamLoginStateMachine(credentials: master, useStartTLS: false)
+        let greeting = try receive("* OK [CAPABILITY IMAP4rev1] ready\r\n", &machine)
+        #expect(sent(greeting.last) == "sluice1 LOGIN \"bob*admin\" mpw\r\n")  // * is not an atom character
+        let login = try receive("sluice1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n", &machine)
+        guard case .succeeded(let capabilities, let delimiter)? = login.last else {
+            Issue.record("not logged in")
+            return
+        }
+        #expect(capabilities == ["IMAP4rev1", "IDLE"] && delimiter == nil)
+    }
+}
