@@ -11,7 +11,7 @@ private func frame(_ text: String, peer: IMAPPeer) throws -> Frame {
     return try #require(try decoder.next(&buffer))
 }
 
-private func engine(_ filters: [any Filter], user: String = "alice") throws -> FilterEngine {
+private func makeEngine(_ filters: [any Filter], user: String = "alice") throws -> FilterEngine {
     let set = FilterSet(filters.map { FilterSet.Entry(filter: $0) })
     return try #require(set.engine(user: user, clientAddress: "127.0.0.1:1", upstreamCapabilities: [], logger: Logger(label: "test")))
 }
@@ -46,7 +46,7 @@ struct FilterEngineTests {
     @Test("commands pass filters in order, responses in reverse (an onion)")
     func order() throws {
         let trace = Trace()
-        let engine = try engine([Recorder(name: "first", trace: trace), Recorder(name: "second", trace: trace)])
+        let engine = try makeEngine([Recorder(name: "first", trace: trace), Recorder(name: "second", trace: trace)])
         _ = engine.process(command: try frame("a LIST \"\" *\r\n", peer: .client), streamedLiteral: nil)
         _ = engine.process(response: try frame("* LIST () \".\" INBOX\r\n", peer: .server))
         #expect(trace.events == ["first command LIST", "second command LIST", "second response", "first response"])
@@ -55,7 +55,7 @@ struct FilterEngineTests {
     @Test("a rejection short-circuits: later filters never see the command, and the reply is tagged")
     func shortCircuit() throws {
         let trace = Trace()
-        let engine = try engine([DenyCommandsFilter(names: ["DELETE"]), Recorder(name: "after", trace: trace)])
+        let engine = try makeEngine([DenyCommandsFilter(names: ["DELETE"]), Recorder(name: "after", trace: trace)])
         let decision = engine.process(command: try frame("x1 DELETE Trash\r\n", peer: .client), streamedLiteral: nil)
         guard case .respond(let bytes) = decision else { Issue.record("not refused: \(decision)"); return }
         #expect(text(bytes) == "x1 NO [NOPERM] Not allowed here.\r\n")
@@ -66,7 +66,7 @@ struct FilterEngineTests {
     @Test("the in-flight queue follows pipelined commands; tagged responses carry their command")
     func inFlight() throws {
         let trace = Trace()
-        let engine = try engine([Recorder(name: "r", trace: trace)])
+        let engine = try makeEngine([Recorder(name: "r", trace: trace)])
         _ = engine.process(command: try frame("a SELECT Sent\r\n", peer: .client), streamedLiteral: nil)
         engine.commandPassed(tag: "b", name: "UID FETCH")
         _ = engine.process(command: try frame("c NOOP\r\n", peer: .client), streamedLiteral: nil)
@@ -80,7 +80,7 @@ struct FilterEngineTests {
 
     @Test("read-only: SELECT becomes EXAMINE, mutating commands and UID forms are refused")
     func readOnly() throws {
-        let engine = try engine([ReadOnlyFilter()])
+        let engine = try makeEngine([ReadOnlyFilter()])
         guard case .forwardRewritten(let command) = engine.process(
             command: try frame("a SELECT INBOX (CONDSTORE)\r\n", peer: .client), streamedLiteral: nil)
         else { Issue.record("SELECT not rewritten"); return }
@@ -97,7 +97,7 @@ struct FilterEngineTests {
     @Test("rename: commands to server names, responses to client names, shadowed names dropped")
     func rename() throws {
         let renaming = try MailboxRenaming([("Sent Items", "Sent"), ("Old/*", "Archive/*"), ("Ébauches", "Entwürfe")])
-        let engine = try engine([RenameMailboxesFilter(renaming: renaming)])
+        let engine = try makeEngine([RenameMailboxesFilter(renaming: renaming)])
         func forwarded(_ line: String) throws -> String? {
             switch engine.process(command: try frame(line, peer: .client), streamedLiteral: nil) {
             case .forwardRewritten(let command):
@@ -127,7 +127,7 @@ struct FilterEngineTests {
 
     @Test("rename with UTF8=ACCEPT enabled uses UTF-8 names on the wire")
     func renameUTF8() throws {
-        let engine = try engine([RenameMailboxesFilter(renaming: try MailboxRenaming([("Ébauches", "Entwürfe")]))])
+        let engine = try makeEngine([RenameMailboxesFilter(renaming: try MailboxRenaming([("Ébauches", "Entwürfe")]))])
         _ = engine.process(command: try frame("a ENABLE UTF8=ACCEPT\r\n", peer: .client), streamedLiteral: nil)
         _ = engine.process(response: try frame("* ENABLED UTF8=ACCEPT\r\n", peer: .server))
         #expect(engine.context.utf8Enabled)
@@ -137,25 +137,43 @@ struct FilterEngineTests {
         #expect(command.arguments.first?.stringBytes == Array("Entwürfe".utf8))
     }
 
-    @Test("hide: listed names dropped, commands naming them answered NONEXISTENT, INBOX never hidden")
+    @Test("hide: LIST held to its reply, hidden names dropped, \\HasChildren corrected, commands answered NONEXISTENT")
     func hide() throws {
-        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Calendar"), Glob("Journal*")])])
-        guard case .drop = engine.process(response: try frame("* LIST () \".\" Journal.2020\r\n", peer: .server)) else {
-            Issue.record("not hidden"); return
+        let engine = try makeEngine([HideMailboxesFilter(patterns: [Glob("Calendar"), Glob("Journal*")])])
+        _ = engine.process(command: try frame("a LIST \"\" *\r\n", peer: .client), streamedLiteral: nil)
+        for line in ["* LIST (\\HasChildren) \".\" Work\r\n", "* LIST (\\HasNoChildren) \".\" Work.Journal\r\n",
+                     "* LIST (\\HasChildren) \".\" Calendars\r\n", "* LIST () \".\" Calendars.x\r\n",
+                     "* LIST () \".\" Calendar\r\n"] {
+            guard case .drop = engine.process(response: try frame(line, peer: .server)) else {
+                Issue.record("\(line) not held"); return
+            }
         }
-        guard case .forwardOriginal = engine.process(response: try frame("* LIST () \".\" Calendars\r\n", peer: .server)) else {
-            Issue.record("hidden too much"); return
+        guard case .forwardRewritten(let bytes) = engine.process(response: try frame("a OK done\r\n", peer: .server)) else {
+            Issue.record("nothing released"); return
         }
-        guard case .respond(let bytes) = engine.process(command: try frame("a STATUS Calendar (MESSAGES)\r\n", peer: .client),
-                                                         streamedLiteral: nil)
+        // "Work.Journal" matches no pattern (Journal* is anchored at the start); Calendar is hidden.
+        #expect(text(bytes) == "* LIST (\\HasChildren) \".\" Work\r\n* LIST (\\HasNoChildren) \".\" Work.Journal\r\n"
+                + "* LIST (\\HasChildren) \".\" Calendars\r\n* LIST () \".\" Calendars.x\r\na OK done\r\n")
+
+        let second = try makeEngine([HideMailboxesFilter(patterns: [Glob("Work.*")])])
+        _ = second.process(command: try frame("b LIST \"\" *\r\n", peer: .client), streamedLiteral: nil)
+        _ = second.process(response: try frame("* LIST (\\HasChildren) \".\" Work\r\n", peer: .server))
+        _ = second.process(response: try frame("* LIST (\\HasNoChildren) \".\" Work.Secret\r\n", peer: .server))
+        guard case .forwardRewritten(let released) = second.process(response: try frame("b OK done\r\n", peer: .server)) else {
+            Issue.record("nothing released"); return
+        }
+        #expect(text(released) == "* LIST (\\HasNoChildren) \".\" Work\r\nb OK done\r\n")
+
+        guard case .respond(let refusal) = engine.process(command: try frame("c STATUS Calendar (MESSAGES)\r\n", peer: .client),
+                                                           streamedLiteral: nil)
         else { Issue.record("not refused"); return }
-        #expect(text(bytes) == "a NO [NONEXISTENT] Mailbox does not exist.\r\n")
+        #expect(text(refusal) == "c NO [NONEXISTENT] Mailbox does not exist.\r\n")
     }
 
     @Test("capabilities: removed and added in lists and codes, removed commands BAD, pre-auth only unscoped rules")
     func capabilities() throws {
         let filter = CapabilityFilter(remove: ["MOVE", "THREAD"], add: ["XSLUICE"])
-        let engine = try engine([filter])
+        let engine = try makeEngine([filter])
         let data = engine.process(response: try frame("* CAPABILITY IMAP4rev1 MOVE THREAD=REFS IDLE\r\n", peer: .server))
         guard case .forwardRewritten(let bytes) = data else { Issue.record("not rewritten"); return }
         #expect(text(bytes) == "* CAPABILITY IMAP4rev1 IDLE XSLUICE\r\n")

@@ -800,7 +800,7 @@ rules:
       "Sent Items": "Sent"
       "Old.*": "Archive.*"
       "\u00c9bauches": "Entw\u00fcrfe"
-  - hide_mailboxes: ["Calendar", "Journal*"]
+  - hide_mailboxes: ["Calendar", "Journal*", "Team.Private"]
   - capabilities: { remove: ["QRESYNC", "CONDSTORE"], add: ["XSLUICE"] }
   - special_use: { "Sent": "\\Sent", "Trash": "\\Trash" }
   - audit: { commands: [DELETE, EXPUNGE, MOVE], file: "audit.log" }
@@ -861,6 +861,19 @@ def rules_tests():
             assert b"&AMk-bauches" in shown and b"Entw&APw-rfe" not in shown, listing
             assert b"Calendar" in direct_list(), "the hidden mailbox exists upstream"
         check("rules: LIST renamed (incl. modified UTF-7), hidden, special-use added", list_renamed_hidden_special_use)
+
+        def has_children_corrected():
+            d = Client(PORT, "alice", "secret-alice")
+            d.run("CREATE Team")
+            d.run("CREATE Team.Private")
+            direct = d.run('LIST "" "Team*"')
+            d.close()
+            assert b'(\\HasChildren) "." Team' in direct, direct
+            c = Client(port, "alice", "secret-alice")
+            proxied = c.run('LIST "" "*"')
+            c.close()
+            assert b'(\\HasNoChildren) "." Team\r\n' in proxied and b"Team.Private" not in proxied, proxied
+        check("rules: a mailbox whose only children are hidden says \\HasNoChildren", has_children_corrected)
 
         def commands_renamed_both_ways():
             c = Client(port, "alice", "secret-alice")

@@ -190,4 +190,7 @@ public enum ResponseOutcome: Sendable {
     /// Drop an untagged response. (A tagged response cannot be dropped:
     /// the engine forwards it unchanged.)
     case drop
+    /// Several responses in order, e.g. untagged ones a filter held back
+    /// and now releases before a tagged reply — each the outcome of `next`.
+    indirect case sequence([ResponseOutcome])
 }

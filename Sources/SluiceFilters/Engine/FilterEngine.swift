@@ -200,6 +200,45 @@ public final class FilterEngine {
             return .forwardRewritten(FilterEngine.encode(response.parsed))
         case .drop:
             return frame.kind == .taggedResponse ? .forwardOriginal : .drop
+        case .sequence(let outcomes):
+            var bytes = ByteBuffer()
+            var tail = outcomes
+            // A tagged reply cannot be dropped: make sure it is there.
+            if frame.kind == .taggedResponse, !FilterEngine.containsForward(outcomes) { tail.append(.forward(response)) }
+            FilterEngine.append(tail, to: &bytes)
+            return bytes.readableBytes == 0 ? .drop : .forwardRewritten(bytes)
+        }
+    }
+
+    private static func containsForward(_ outcomes: [ResponseOutcome]) -> Bool {
+        guard let last = outcomes.last else { return false }
+        switch last {
+        case .forward: return true
+        case .drop: return false
+        case .sequence(let inner): return containsForward(inner)
+        }
+    }
+
+    private static func append(_ outcomes: [ResponseOutcome], to bytes: inout ByteBuffer) {
+        for outcome in outcomes {
+            switch outcome {
+            case .forward(let response):
+                if response.isRewritten {
+                    var encoded = encode(response.parsed)
+                    bytes.writeBuffer(&encoded)
+                } else {
+                    for (index, segment) in response.original.segments.enumerated() {
+                        var segment = segment
+                        bytes.writeBuffer(&segment)
+                        guard index < response.original.literals.count else { continue }
+                        for var chunk in response.original.literals[index].chunks ?? [] { bytes.writeBuffer(&chunk) }
+                    }
+                }
+            case .drop:
+                break
+            case .sequence(let inner):
+                append(inner, to: &bytes)
+            }
         }
     }
 

@@ -139,16 +139,33 @@ public struct RenameMailboxesFilter: Filter {
 /// Hides mailboxes (glob patterns on their names): they vanish from LIST,
 /// LSUB and STATUS responses, and commands naming them are answered as if
 /// they did not exist.
+///
+/// LIST and LSUB responses are held until the command's tagged reply, so a
+/// mailbox whose only children are hidden can say `\HasNoChildren` instead
+/// of `\HasChildren` (when the pattern listed its children at all).
 public struct HideMailboxesFilter: Filter {
     public let patterns: [Glob]
+    /// Responses held per LIST before they are released uncorrected (bounds memory).
+    public static let maxHeld = 10_000
 
     public init(patterns: [Glob]) { self.patterns = patterns }
 
     public var commands: CommandSelection { .named(MailboxArguments.names) }
-    public var responses: ResponseSelection { ResponseSelection(untagged: ["LIST", "LSUB", "STATUS"]) }
+    public var responses: ResponseSelection {
+        ResponseSelection(untagged: ["LIST", "LSUB", "STATUS"], taggedFor: .named(["LIST", "LSUB"]))
+    }
+
+    /// LIST/LSUB responses held for the current LIST command.
+    final class Held {
+        var responses: [(response: ServerResponse, list: ListResponse, hidden: Bool)] = []
+    }
 
     func isHidden(_ mailbox: MailboxName, utf8: Bool) -> Bool {
-        guard let name = mailbox.displayName(utf8: utf8), !mailbox.isInbox else { return false }
+        guard !mailbox.isInbox else { return false }
+        if mailbox.bytes.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "&") }) {
+            return mailbox.bytes.withUnsafeBufferPointer { bytes in patterns.contains { $0.matches(bytes: bytes) } }
+        }
+        guard let name = mailbox.displayName(utf8: utf8) else { return false }
         return patterns.contains { $0.matches(name) }
     }
 
@@ -160,15 +177,53 @@ public struct HideMailboxesFilter: Filter {
     }
 
     public func handle(response: ServerResponse, context: FilterContext, next: ResponseNext) -> ResponseOutcome {
-        guard case .data(let data) = response.parsed else { return next(response, context) }
-        let mailbox: MailboxName?
-        if data.name == "STATUS" {
-            mailbox = data.arguments.first?.stringBytes.map(MailboxName.init(bytes:))
-        } else {
-            mailbox = ListResponse(data)?.mailbox
+        let held = context.storage[ObjectIdentifier(Held.self)] as? Held ?? {
+            let fresh = Held()
+            context.storage[ObjectIdentifier(Held.self)] = fresh
+            return fresh
+        }()
+        if response.command != nil {
+            // The LIST is complete: release what was held, corrected, then the reply.
+            let released = release(held, next: next, context: context)
+            return .sequence(released + [next(response, context)])
         }
-        if let mailbox, isHidden(mailbox, utf8: context.utf8Enabled) { return .drop }
-        return next(response, context)
+        guard case .data(let data) = response.parsed else { return next(response, context) }
+        if data.name == "STATUS" {
+            if let bytes = data.arguments.first?.stringBytes, isHidden(MailboxName(bytes: bytes), utf8: context.utf8Enabled) {
+                return .drop
+            }
+            return next(response, context)
+        }
+        guard let list = ListResponse(data) else { return next(response, context) }
+        held.responses.append((response, list, isHidden(list.mailbox, utf8: context.utf8Enabled)))
+        if held.responses.count >= HideMailboxesFilter.maxHeld {
+            return .sequence(release(held, next: next, context: context))
+        }
+        return .sequence([])
+    }
+
+    private func release(_ held: Held, next: ResponseNext, context: FilterContext) -> [ResponseOutcome] {
+        let entries = held.responses
+        held.responses = []
+        let visible = entries.filter { !$0.hidden }
+        return visible.map { entry in
+            var response = entry.response
+            if entry.list.attributes.contains(where: { $0.caseInsensitiveCompare("\\HasChildren") }),
+               let delimiter = entry.list.delimiter {
+                let prefix = entry.list.mailbox.bytes + [delimiter]
+                let isParent = { (other: (response: ServerResponse, list: ListResponse, hidden: Bool)) in
+                    other.list.mailbox.bytes.starts(with: prefix)
+                }
+                if !visible.contains(where: isParent), entries.contains(where: isParent),
+                   case .data(var data) = response.parsed, case .list(let attributes) = data.arguments[0] {
+                    data.arguments[0] = .list(attributes.map { token in
+                        token.atom?.caseInsensitiveCompare("\\HasChildren") == true ? .atom(Array("\\HasNoChildren".utf8)) : token
+                    })
+                    response.rewrite(.data(data))
+                }
+            }
+            return next(response, context)
+        }
     }
 }
 
