@@ -118,7 +118,7 @@ struct RoutingMapTests {
           main: { address: "10.0.0.1:143" }
           legacy: { address: "10.0.0.2:143" }
         users:
-          alice@old.example: { upstream: main, login: alice@new.example }
+          alice@old.example: { upstream: main, login: alice@new.example, groups: [staff, migrated] }
           bob: legacy
         patterns:
           - match: '^(.+)@legacy\\.example$'
@@ -136,6 +136,8 @@ struct RoutingMapTests {
             return "\(route.upstreamName) \(route.upstream.host) \(route.login)"
         }
         #expect(describe("alice@old.example") == "main 10.0.0.1 asUser(\"alice@new.example\")")
+        #expect(map.route(user: "alice@old.example")?.groups == ["staff", "migrated"])
+        #expect(map.route(user: "bob")?.groups == [])
         #expect(describe("bob") == "legacy 10.0.0.2 asUser(\"bob\")")
         #expect(describe("carol@legacy.example") == "legacy 10.0.0.2 asUser(\"carol@example.org\")")
         #expect(describe("ADMIN-root") == "main 10.0.0.1 asUser(\"ADMIN-root\")")

@@ -497,7 +497,7 @@ upstreams:
   main: {{ address: "{HOST}:{PORT}" }}
   secure: {{ address: "{HOST}:{TLS_PORT}", tls: implicit, ca: {CERT} }}
 users:
-  alice@old.example: {{ upstream: main, login: alice }}
+  alice@old.example: {{ upstream: main, login: alice, groups: [archive] }}
   bob: main
 patterns:
   - match: '^(.+)@secure\\.example$'
@@ -511,11 +511,23 @@ routing:
   map: users.yaml
 timeouts:
   login_failure_delay: 50ms
+rules:
+  - read_only: true
+    users: ["group:archive"]
 """)
     with Sluice(config=config, port=port) as sluice:
         check("map: exact name with login rewriting (alice@old.example -> alice)",
               lambda: _assert(b"a OK [CAPABILITY" in login_reply(sluice, "alice@old.example", "secret-alice")))
         check("map: exact name, own login", lambda: _assert(b"a OK [" in login_reply(sluice, "bob", "secret-bob")))
+
+        def rules_scoped_to_map_group():
+            c = Client(sluice.port, "alice@old.example", "secret-alice")
+            assert b"OK [READ-ONLY]" in c.run("SELECT INBOX"), "the archive group is read-only"
+            c.close()
+            c = Client(sluice.port, "bob", "secret-bob")
+            assert b"OK [READ-WRITE]" in c.run("SELECT INBOX"), "bob is in no group"
+            c.close()
+        check("map: a rule scoped to a group from the routing map", rules_scoped_to_map_group)
         check("map: regex to a TLS upstream with $1 rewriting",
               lambda: _assert(b"a OK [" in login_reply(sluice, "carol@secure.example", "secret-carol")))
         check("map: unknown user gets NO [AUTHENTICATIONFAILED]",

@@ -22,8 +22,9 @@ public struct FilterSet: Sendable {
 
     /// The engine for a session of `user`, or `nil` when no filter applies
     /// (then the relay does no filtering work at all).
-    public func engine(user: String, clientAddress: String?, upstreamCapabilities: [String], logger: Logger) -> FilterEngine? {
-        let filters = entries.filter { $0.users.matches(user) }.map(\.filter)
+    public func engine(user: String, groups: [String] = [], clientAddress: String?, upstreamCapabilities: [String],
+                       logger: Logger) -> FilterEngine? {
+        let filters = entries.filter { $0.users.matches(user, groups: groups) }.map(\.filter)
         guard !filters.isEmpty else { return nil }
         let context = FilterContext(user: user, clientAddress: clientAddress,
                                     upstreamCapabilities: upstreamCapabilities, logger: logger)
@@ -31,8 +32,8 @@ public struct FilterSet: Sendable {
     }
 
     /// Whether any filter applies to `user`.
-    public func applies(to user: String) -> Bool {
-        entries.contains { $0.users.matches(user) }
+    public func applies(to user: String, groups: [String] = []) -> Bool {
+        entries.contains { $0.users.matches(user, groups: groups) }
     }
 
     /// Capabilities before login: only filters that apply to everyone.

@@ -1,9 +1,11 @@
 /// Who a rule applies to: login names matched by globs (`*@example.org`,
-/// `archive*`, `bob`) or regular expressions written `/…/`.
+/// `archive*`, `bob`) or regular expressions written `/…/`, or members of a
+/// group the router named (`group:staff`).
 public struct UserMatcher: Sendable {
     enum Pattern: Sendable {
         case glob(Glob)
         case regex(UncheckedRegex)
+        case group(String)
     }
 
     private let patterns: [Pattern]
@@ -19,6 +21,7 @@ public struct UserMatcher: Sendable {
     /// Throws the regular expression's error for a bad `/…/` pattern.
     public init(_ sources: [String]) throws {
         patterns = try sources.map { source in
+            if source.hasPrefix("group:") { return .group(String(source.dropFirst(6))) }
             if source.count >= 2, source.hasPrefix("/"), source.hasSuffix("/") {
                 return .regex(try UncheckedRegex(String(source.dropFirst().dropLast())))
             }
@@ -27,12 +30,13 @@ public struct UserMatcher: Sendable {
         isEveryone = false
     }
 
-    public func matches(_ user: String) -> Bool {
+    public func matches(_ user: String, groups: [String] = []) -> Bool {
         if isEveryone { return true }
         return patterns.contains { pattern in
             switch pattern {
             case .glob(let glob): return glob.matches(user)
             case .regex(let regex): return regex.wholeMatch(user) != nil
+            case .group(let name): return groups.contains(name)
             }
         }
     }

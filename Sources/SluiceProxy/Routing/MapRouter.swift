@@ -9,7 +9,7 @@ import SluiceFilters
 ///   main: { address: "10.0.0.1:143" }
 ///   legacy: { address: "10.0.0.2:993", tls: implicit, ca: legacy-ca.pem }
 /// users:                                  # exact login names
-///   alice@old.example: { upstream: main, login: alice@new.example }
+///   alice@old.example: { upstream: main, login: alice@new.example, groups: [staff] }
 ///   bob: main                             # shorthand: just the upstream
 /// patterns:                               # regular expressions, tried in order
 ///   - match: '^(.+)@legacy\.example$'
@@ -24,6 +24,8 @@ public struct RoutingMap: Sendable {
         var upstream: String
         /// The login name upstream; for patterns a template with `$n`.
         var login: String?
+        /// Groups rules can be scoped to (`users: ["group:NAME"]`).
+        var groups: [String] = []
     }
 
     struct Pattern: Sendable {
@@ -72,7 +74,7 @@ public struct RoutingMap: Sendable {
                     }
                     return (Target(upstream: name, login: nil), nil)
                 }
-                let keys: Set<String> = allowPatternKeys ? ["match", "upstream", "login"] : ["upstream", "login"]
+                let keys: Set<String> = allowPatternKeys ? ["match", "upstream", "login", "groups"] : ["upstream", "login", "groups"]
                 guard let entry = value.fields(keys) else { return nil }
                 guard let upstreamValue = entry["upstream"], let name = upstreamValue.string() else {
                     if entry["upstream"] == nil { value.report("needs upstream: NAME") }
@@ -83,7 +85,8 @@ public struct RoutingMap: Sendable {
                     return nil
                 }
                 let login = entry["login"].flatMap { $0.nonEmptyString() }
-                return (Target(upstream: name, login: login), entry["match"])
+                let groups = entry["groups"].map { $0.listOrSingle().compactMap { $0.nonEmptyString() } } ?? []
+                return (Target(upstream: name, login: login, groups: groups), entry["match"])
             }
             if let users = fields["users"]?.mapping() {
                 for (user, value) in users {
@@ -117,12 +120,14 @@ public struct RoutingMap: Sendable {
     /// and has no fallback.
     public func route(user: String) -> Route? {
         if let target = users[user], let endpoint = upstreams[target.upstream] {
-            return Route(upstream: endpoint, login: .asUser(target.login ?? user), upstreamName: target.upstream)
+            return Route(upstream: endpoint, login: .asUser(target.login ?? user), upstreamName: target.upstream,
+                         groups: target.groups)
         }
         for pattern in patterns {
             guard let groups = pattern.regex.wholeMatch(user), let endpoint = upstreams[pattern.target.upstream] else { continue }
             let login = pattern.target.login.map { RoutingMap.substitute($0, groups: groups) } ?? user
-            return Route(upstream: endpoint, login: .asUser(login), upstreamName: pattern.target.upstream)
+            return Route(upstream: endpoint, login: .asUser(login), upstreamName: pattern.target.upstream,
+                         groups: pattern.target.groups)
         }
         if let fallback, let endpoint = upstreams[fallback] {
             return Route(upstream: endpoint, login: .asUser(user), upstreamName: fallback)

@@ -56,10 +56,13 @@ public struct Route: Sendable {
     public var login: UpstreamLogin
     /// A name for logs and metrics (the map's upstream name); `host:port` otherwise.
     public var upstreamName: String
+    /// Groups the user belongs to, for rules scoped with `users: ["group:NAME"]`.
+    public var groups: [String]
 
-    public init(upstream: UpstreamEndpoint, login: UpstreamLogin, upstreamName: String? = nil) {
+    public init(upstream: UpstreamEndpoint, login: UpstreamLogin, upstreamName: String? = nil, groups: [String] = []) {
         self.upstream = upstream
         self.login = login
+        self.groups = groups
         self.upstreamName = upstreamName ?? "\(upstream.host):\(upstream.port)"
     }
 }

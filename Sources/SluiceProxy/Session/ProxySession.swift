@@ -71,6 +71,8 @@ final class ProxySession {
     private var pendingUpstreamParts: [ByteBuffer] = []
     private var pendingPartsTag: String?
     private var upstreamCapabilities: [String] = []
+    /// The router's groups for this user (rules can be scoped to them).
+    private var routeGroups: [String] = []
     /// Literals up to this size inside a filtered frame are collected; larger
     /// ones stream (a client command) or leave the frame unfiltered (a response).
     private static let filterLiteralLimit: UInt64 = 64 * 1024
@@ -338,7 +340,8 @@ final class ProxySession {
             logger[metadataKey: "imap.upstream_user"] = "\(name)"
         }
         // With filters, the proxy asks the delimiter itself before the relay starts.
-        let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "")
+        routeGroups = route.groups
+        let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
         upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
                                                   useStartTLS: upstream.security == .starttls, learnDelimiter: learn)
         currentUpstream = upstream
@@ -591,7 +594,7 @@ final class ProxySession {
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
         var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
         upstreamCapabilities = capabilities
-        engine = configuration.filters.engine(user: user ?? "", clientAddress: clientAddressText,
+        engine = configuration.filters.engine(user: user ?? "", groups: routeGroups, clientAddress: clientAddressText,
                                               upstreamCapabilities: capabilities, logger: logger)
         if let engine {
             offered = engine.capabilities(offered)
