@@ -78,6 +78,22 @@ struct FilterEngineTests {
         #expect(engine.context.inFlight(named: ["FETCH"]).map(\.tag) == ["b"])
     }
 
+    @Test("deny with mailboxes: only commands naming (or acting in) a matching mailbox are refused")
+    func denyMailboxes() throws {
+        let engine = try makeEngine([DenyCommandsFilter(names: ["DELETE", "EXPUNGE"], mailboxes: [Glob("Archive*")],
+                                                        reply: TaggedReply(parsing: "NO [NOPERM] Archives stay")!)])
+        func refused(_ line: String) throws -> Bool {
+            if case .respond = engine.process(command: try frame(line, peer: .client), streamedLiteral: nil) { return true }
+            return false
+        }
+        #expect(try refused("a DELETE Archive.2019\r\n"))
+        #expect(try !refused("b DELETE Trash.old\r\n"))
+        #expect(try !refused("c EXPUNGE\r\n"), "nothing selected yet")
+        _ = engine.process(command: try frame("d SELECT Archive\r\n", peer: .client), streamedLiteral: nil)
+        _ = engine.process(response: try frame("d OK [READ-WRITE] done\r\n", peer: .server))
+        #expect(try refused("e UID EXPUNGE 1:5\r\n"), "EXPUNGE acts in the selected Archive")
+    }
+
     @Test("read-only: SELECT becomes EXAMINE, mutating commands and UID forms are refused")
     func readOnly() throws {
         let engine = try makeEngine([ReadOnlyFilter()])
