@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "SluiceProxy", targets: ["SluiceProxy"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .executable(name: "imapwire-bench", targets: ["imapwire-bench"]),
+        .executable(name: "sluice-bench", targets: ["sluice-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -69,6 +70,18 @@ let package = Package(
         .executableTarget(
             name: "imapwire-bench",
             dependencies: ["IMAPWire", "CAllocationCounter", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Load generator: the side-by-side benchmark (scripts/bench-compare).
+        .executableTarget(
+            name: "sluice-bench",
+            dependencies: [
+                "IMAPWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         // Counts heap allocations for imapwire-bench (glibc); never linked into the proxy.
         .target(name: "CAllocationCounter"),

@@ -22,7 +22,7 @@ def message(index, subject, body, extra_headers=""):
         f"From: Sender {index} <sender{index}@example.org>\r\n"
         f"To: alice@example.org\r\n"
         f"Subject: {subject}\r\n"
-        f"Date: Mon, 2 Nov 2026 10:{index:02d}:00 +0000\r\n"
+        f"Date: Mon, 2 Nov 2026 10:{index % 60:02d}:00 +0000\r\n"
         f"Message-ID: <seed-{index}@example.org>\r\n"
         f"{extra_headers}"
         f"\r\n{body}"
@@ -30,7 +30,7 @@ def message(index, subject, body, extra_headers=""):
 
 
 def put(folder, index, data, flags=""):
-    name = f"1795000000.seed{index}.sluice:2,{flags}"
+    name = f"1795000000.seed{index:04d}.sluice:2,{flags}"  # padded: Dovecot numbers in name order
     path = os.path.join(folder, "cur", name)
     with open(path, "wb") as f:
         f.write(data)
@@ -61,6 +61,21 @@ for user, with_mail in users.items():
     for folder in (".Sent", ".Archive", ".Archive.2019", ".Entw&APw-rfe", ".Calendar"):
         maildir(os.path.join(home, folder))
     put(os.path.join(home, ".Sent"), 6, message(6, "Sent one", "sent\r\n"), "S")
+
+# SLUICE_SEED_BENCH=1: the benchmark's mail (scripts/bench-compare): dave's
+# INBOX holds 100 × 10 KB (UIDs 1-100), 20 × 1 MB (101-120), 2 × 50 MB
+# (121-122); user0001…user0200 get empty mailboxes.
+if os.environ.get("SLUICE_SEED_BENCH") == "1":
+    home = os.path.join(root, "dave", "Maildir")
+    maildir(home)
+    line = ("0123456789" * 7 + "\r\n")
+    uid = 0
+    for count, size in ((100, 10 * 1024), (20, 1024 * 1024), (2, 50 * 1024 * 1024)):
+        for _ in range(count):
+            uid += 1
+            put(home, uid, message(uid, "Bench %d" % uid, line * (size // len(line))))
+    for index in range(1, 201):
+        maildir(os.path.join(root, "user%04d" % index, "Maildir"))
 
 # SLUICE_SEED_FOLDERS=N gives carol N empty folders (LIST benchmarks).
 for index in range(int(os.environ.get("SLUICE_SEED_FOLDERS", "0"))):
