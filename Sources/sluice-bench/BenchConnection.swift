@@ -61,15 +61,15 @@ final class BenchConnection: @unchecked Sendable {
         return promise.futureResult
     }
 
-    /// Sends raw bytes (IDLE's DONE) without waiting.
-    func sendRaw(_ text: String) {
-        channel.writeAndFlush(ByteBuffer(string: text), promise: nil)
-    }
-
-    /// Completes when the server sends a continuation request (`+`).
-    func continuation() -> EventLoopFuture<Void> {
+    /// Sends `text` (e.g. `i IDLE`) and completes when the server answers
+    /// with a continuation request (`+`). The promise is in place before the
+    /// bytes go out, so a fast `+` cannot be missed.
+    func sendAwaitingContinuation(_ text: String) -> EventLoopFuture<Void> {
         let promise = channel.eventLoop.makePromise(of: Void.self)
-        channel.eventLoop.execute { [self] in handler.continuationPromise = promise }
+        channel.eventLoop.execute { [self] in
+            handler.continuationPromise = promise
+            channel.writeAndFlush(ByteBuffer(string: text), promise: nil)
+        }
         return promise.futureResult
     }
 

@@ -158,8 +158,7 @@ struct SluiceBench: AsyncParsableCommand {
             do {
                 let connection = try await BenchConnection.connect(host: host, port: port, tls: nil, group: group)
                 try await login(connection, user: user)
-                connection.sendRaw("i IDLE\r\n")
-                try await connection.continuation().get()
+                try await connection.sendAwaitingContinuation("i IDLE\r\n").get()
                 connections.append(connection)
             } catch {
                 failed += 1
