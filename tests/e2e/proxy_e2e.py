@@ -337,6 +337,7 @@ def main():
     graceful_shutdown_tests()
     idle_timeout_tests()
     rules_tests()
+    utf8_accept_tests()
 
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
@@ -1014,6 +1015,81 @@ def rules_tests():
                          f"{bad}:8: rules[4].special_use.Sent: expected one of"]:
             assert expected in out.stderr, f"missing {expected!r} in:\n{out.stderr}"
     check("sluice check: bad rules reported with key path and line", rules_check_errors)
+
+
+def fake_utf8_upstream():
+    """A server offering UTF8=ACCEPT (Debian's Dovecot 2.3 does not): it
+    lists one mailbox with a UTF-8 name once enabled, and records the
+    commands it receives."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((HOST, 0))
+    server.listen(8)
+    received = []
+
+    def serve(conn):
+        with conn:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+ ENABLE UTF8=ACCEPT] fake\r\n")
+            utf8 = False
+            buffer = b""
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buffer += chunk
+                while b"\r\n" in buffer:
+                    line, buffer = buffer.split(b"\r\n", 1)
+                    received.append(line)
+                    tag, _, rest = line.partition(b" ")
+                    verb = rest.split(b" ")[0].upper()
+                    if verb == b"ENABLE" and b"UTF8=ACCEPT" in rest.upper():
+                        utf8 = True
+                        conn.sendall(b"* ENABLED UTF8=ACCEPT\r\n" + tag + b" OK enabled\r\n")
+                    elif verb == b"LIST" and rest.endswith(b'""'):
+                        conn.sendall(b'* LIST (\\Noselect) "/" ""\r\n' + tag + b" OK list\r\n")
+                    elif verb == b"LIST":
+                        name = "Entwürfe".encode() if utf8 else b"Entw&APw-rfe"
+                        conn.sendall(b'* LIST () "/" "' + name + b'"\r\n' + tag + b" OK list\r\n")
+                    elif verb == b"LOGOUT":
+                        conn.sendall(b"* BYE bye\r\n" + tag + b" OK bye\r\n")
+                        return
+                    else:
+                        conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1 LITERAL+ ENABLE UTF8=ACCEPT] done\r\n")
+
+    def accept():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server.getsockname()[1], received, server.close
+
+
+def utf8_accept_tests():
+    fake_port, received, stop_fake = fake_utf8_upstream()
+    work = os.path.join(DOVECOT_DIR, "utf8-tests")
+    os.makedirs(work, exist_ok=True)
+    rules = write(os.path.join(work, "rules.yaml"), r"""
+rules:
+  - rename_mailboxes: { "\u00c9bauches": "Entw\u00fcrfe" }
+""")
+    with Sluice("--config", rules, upstream=f"{HOST}:{fake_port}") as sluice:
+        def renamed_in_both_encodings():
+            c = Client(sluice.port, "alice", "pw")
+            before = c.run('LIST "" "*"')
+            assert b'"&AMk-bauches"' in before, before  # modified UTF-7 before ENABLE
+            assert b"* ENABLED UTF8=ACCEPT" in c.run("ENABLE UTF8=ACCEPT")
+            after = c.run('LIST "" "*"')
+            assert '"Ébauches"'.encode() in after, after  # UTF-8 after it
+            assert b"OK" in c.run('SELECT "Ébauches"'.encode())
+            c.close()
+            assert any(line.endswith('SELECT "Entwürfe"'.encode()) for line in received), received
+        check("UTF8=ACCEPT (fake upstream): renamed names in modified UTF-7, then in UTF-8, both ways",
+              renamed_in_both_encodings)
+    stop_fake()
 
 
 def direct_capabilities():

@@ -198,7 +198,7 @@ public final class FilterEngine {
         switch outcome {
         case .forward(let response):
             guard response.isRewritten else { return .forwardOriginal }
-            return .forwardRewritten(FilterEngine.encode(response.parsed))
+            return .forwardRewritten(encode(response.parsed))
         case .drop:
             return frame.kind == .taggedResponse ? .forwardOriginal : .drop
         case .sequence(let outcomes):
@@ -206,7 +206,7 @@ public final class FilterEngine {
             var tail = outcomes
             // A tagged reply cannot be dropped: make sure it is there.
             if frame.kind == .taggedResponse, !FilterEngine.containsForward(outcomes) { tail.append(.forward(response)) }
-            FilterEngine.append(tail, to: &bytes)
+            FilterEngine.append(tail, to: &bytes, utf8: context.utf8Enabled)
             return bytes.readableBytes == 0 ? .drop : .forwardRewritten(bytes)
         }
     }
@@ -220,12 +220,12 @@ public final class FilterEngine {
         }
     }
 
-    private static func append(_ outcomes: [ResponseOutcome], to bytes: inout ByteBuffer) {
+    private static func append(_ outcomes: [ResponseOutcome], to bytes: inout ByteBuffer, utf8: Bool) {
         for outcome in outcomes {
             switch outcome {
             case .forward(let response):
                 if response.isRewritten {
-                    var encoded = encode(response.parsed)
+                    var encoded = encode(response.parsed, utf8: utf8)
                     bytes.writeBuffer(&encoded)
                 } else {
                     for (index, segment) in response.original.segments.enumerated() {
@@ -238,7 +238,7 @@ public final class FilterEngine {
             case .drop:
                 break
             case .sequence(let inner):
-                append(inner, to: &bytes)
+                append(inner, to: &bytes, utf8: utf8)
             }
         }
     }
@@ -295,8 +295,14 @@ public final class FilterEngine {
         }
     }
 
-    static func encode(_ response: ParsedResponse) -> ByteBuffer {
-        let options = EncodingOptions(receiver: .client)
+    /// Encodes a rewritten response for the client (8-bit strings quoted
+    /// once UTF8=ACCEPT is enabled, RFC 6855 §3; literals otherwise).
+    func encode(_ response: ParsedResponse) -> ByteBuffer {
+        FilterEngine.encode(response, utf8: context.utf8Enabled)
+    }
+
+    static func encode(_ response: ParsedResponse, utf8: Bool = false) -> ByteBuffer {
+        let options = EncodingOptions(receiver: .client, utf8Accepted: utf8)
         switch response {
         case .status(let status): return IMAPEncoder.encode(status, options: options).bytes() ?? ByteBuffer()
         case .data(let data): return IMAPEncoder.encode(data, options: options).bytes() ?? ByteBuffer()

@@ -769,7 +769,7 @@ final class ProxySession {
         let upper = Set(upstreamCapabilities.map { $0.uppercased() })
         let receiver: EncodingOptions.Receiver = upper.contains("LITERAL+") ? .serverWithLiteralPlus
             : (upper.contains("LITERAL-") ? .serverWithLiteralMinus : .server)
-        var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver))
+        var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver, utf8Accepted: engine?.context.utf8Enabled ?? false))
         encoder.writeRaw(command.tag + " " + command.name)
         var arguments = command.arguments
         if streamed != nil, case .literal(_, _, nil)? = arguments.last { arguments.removeLast() }
