@@ -1,5 +1,6 @@
 import IMAPWire
 import NIOCore
+import NIOPosix
 import NIOSSL
 
 /// Decides, for a client that logged in to the proxy, which upstream server
@@ -89,10 +90,15 @@ public struct UpstreamEndpoint: Sendable {
     /// SNI and the name to verify; `nil` for an IP address (the certificate
     /// must then name the IP itself).
     public var serverName: String?
+    /// The socket address when `host` is an IP address: connecting to it
+    /// skips name resolution (which NIO runs on another thread and hands
+    /// back, two wake-ups per login).
+    public var address: SocketAddress?
 
     public init(_ upstream: ProxyConfiguration.Upstream) throws {
         host = upstream.host
         port = upstream.port
+        address = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
         security = upstream.security
         if upstream.security != .plain {
             var client = TLSConfiguration.makeClientConfiguration()
@@ -102,6 +108,13 @@ public struct UpstreamEndpoint: Sendable {
             let name = upstream.serverName ?? upstream.host
             serverName = UpstreamEndpoint.isIPAddress(name) ? nil : name
         }
+    }
+
+    /// Connects `bootstrap` to this endpoint, resolving the host name only
+    /// when it is not an IP address.
+    func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<Channel> {
+        if let address { return bootstrap.connect(to: address) }
+        return bootstrap.connect(host: host, port: port)
     }
 
     static func isIPAddress(_ host: String) -> Bool {

@@ -131,7 +131,8 @@ final class ProxySession {
         if configuration.mode == .transparent, let upstream = configuration.staticUpstream {
             phase = .connecting
             do {
-                let endpoint = try UpstreamEndpoint(upstream)
+                // The static router holds the endpoint with its TLS context built once.
+                let endpoint = try (router as? StaticRouter)?.upstream ?? UpstreamEndpoint(upstream)
                 connectUpstream(route: Route(upstream: endpoint, login: .asUser("")), clientPassword: [])
             } catch {
                 endReason = "upstream TLS: \(error)"
@@ -348,7 +349,7 @@ final class ProxySession {
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         let tlsContext = upstream.tlsContext
         let serverName = upstream.serverName
-        let connect = ClientBootstrap(group: clientChannel.eventLoop)
+        let bootstrap = ClientBootstrap(group: clientChannel.eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: .init(
@@ -362,8 +363,7 @@ final class ProxySession {
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler(session: bound.value))
                 }
             }
-            .connect(host: upstream.host, port: upstream.port)
-        connect.whenComplete { result in
+        upstream.connect(bootstrap).whenComplete { result in
             let session = bound.value
             switch result {
             case .success(let channel):
