@@ -44,6 +44,9 @@ struct ConfigurationOptions: ParsableArguments {
     @Flag(name: .customLong("log-json"), help: "Log one JSON object per line instead of text.")
     var logJSON = false
 
+    @Option(name: .long, help: "Event-loop threads (default: one per core).")
+    var threads: Int?
+
     func validate() throws {
         for address in listen { _ = try hostPort(address, option: "--listen") }
         if let upstream { _ = try hostPort(upstream, option: "--upstream") }
@@ -89,6 +92,9 @@ struct ConfigurationOptions: ParsableArguments {
             }
         }
         if logJSON { configuration.logFormat = .json }
+        if let threads {
+            if (1...256).contains(threads) { configuration.threads = threads } else { flagIssue("--threads", "must be 1...256") }
+        }
         if let delay = getenv("SLUICE_LOGIN_FAILURE_DELAY_MS").flatMap({ Int64(String(cString: $0)) }) {
             configuration.loginFailureDelay = .milliseconds(delay)
         }
@@ -128,6 +134,7 @@ struct RunCommand: AsyncParsableCommand {
             json ? JSONLogHandler(label: label) as any LogHandler : StreamLogHandler.standardError(label: label)
         }
         let logger = Logger(label: "sluice")
+        if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }
         let server = try ProxyServer(configuration: configuration, logger: logger)
         let reloader = SignalHandler(signal: SIGHUP) { server.reload() }
         let group = ServiceGroup(configuration: .init(

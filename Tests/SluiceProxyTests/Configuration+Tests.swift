@@ -31,8 +31,10 @@ struct ConfigurationFileTests {
             limits: { max_bad_commands: 3, write_buffer_high_water_mark: 1MiB, write_buffer_low_water_mark: 64KiB,
                       max_literal_size: 2MiB }
             log: { format: json }
+            threads: 1
             """)
         #expect(configuration.greeting == "Mail ready.")
+        #expect(configuration.threads == 1)
         #expect(configuration.listeners.map { "\($0.host) \($0.port) \($0.security.rawValue)" }
                 == ["::1 1143 plain", "127.0.0.1 1993 implicit"])
         let upstream = try #require(configuration.staticUpstream)
@@ -56,6 +58,7 @@ struct ConfigurationFileTests {
         #expect(configuration.idleTimeout == .minutes(30))
         #expect(configuration.maxBadCommands == 5)
         #expect(configuration.mode == .proxy)
+        #expect(configuration.threads == nil)
         #expect(configuration.staticUpstream?.security == .plain)
         #expect(configuration.staticUpstream?.verifyCertificate == true)
         #expect(configuration.completenessIssues(file: nil).isEmpty)
@@ -77,6 +80,7 @@ struct ConfigurationFileTests {
               max_bad_commands: 0
               write_buffer_high_water_mark: 12QB
             colour: blue
+            threads: 0
             """)
         #expect(found == [
             "test.yaml:2: listeners[0].address: expected HOST:PORT, got 127.0.0.1",
@@ -86,7 +90,8 @@ struct ConfigurationFileTests {
             "test.yaml:9: timeouts.connect: expected a duration such as 500ms, 30s, 10m or 1h, got soon",
             "test.yaml:11: limits.max_bad_commands: expected a whole number from 1 to 1000, got 0",
             "test.yaml:12: limits.write_buffer_high_water_mark: expected a size from 4096 to 67108864 bytes (e.g. 256KiB), got 12QB",
-            "test.yaml:13: colour: unknown key (expected one of: greeting, limits, listeners, log, mode, routing, rules, timeouts, tls, upstream)",
+            "test.yaml:13: colour: unknown key (expected one of: greeting, limits, listeners, log, mode, routing, rules, threads, timeouts, tls, upstream)",
+            "test.yaml:14: threads: expected a whole number from 1 to 256, got 0",
         ])
     }
 

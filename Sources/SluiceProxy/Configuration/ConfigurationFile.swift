@@ -15,7 +15,7 @@ import Darwin
 /// loads. All problems are collected and thrown together.
 extension ProxyConfiguration {
     public static let fileKeys: Set<String> = [
-        "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log", "rules",
+        "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log", "rules", "threads",
     ]
 
     /// Reads and validates the file at `path`.
@@ -113,6 +113,7 @@ private struct FileReader {
         if let value = fields["rules"] {
             RulesReader.read(value, baseDirectory: baseDirectory, into: &configuration)
         }
+        if let value = fields["threads"], let count = value.int(in: 1...256) { configuration.threads = count }
         if let value = fields["log"], let log = value.fields(["format"]) {
             if let format = log["format"]?.oneOf(ProxyConfiguration.LogFormat.self) { configuration.logFormat = format }
         }

@@ -122,6 +122,9 @@ public struct ProxyConfiguration: Sendable {
     /// before their sessions are closed anyway.
     public var shutdownGracePeriod: TimeAmount = .seconds(30)
     public var logFormat: LogFormat = .text
+    /// Event-loop threads; `nil` is one per core. Each session lives on one
+    /// thread; fewer threads than cores leave CPU to a server on the same host.
+    public var threads: Int?
     /// The rules (`rules:`), as filters scoped to users, in order.
     public var filters = FilterSet()
     /// `rewrite_login` rules, tried in order before routing.
