@@ -10,6 +10,8 @@ import Glibc
 /// The private Dovecot that scripts/test starts; tests that need it are
 /// disabled (reported as skipped) without it.
 let dovecotPort = getenv("DOVECOT_PORT").flatMap { Int(String(cString: $0)) }
+/// Its directory (its log is `dovecot.log` there).
+let dovecotDirectory = getenv("DOVECOT_DIR").map { String(cString: $0) }
 
 /// Runs a real proxy on a free port with `configuration` (and `router`),
 /// and `body` — a blocking client — on a thread of its own (blocking a
@@ -31,10 +33,20 @@ final class LineClient {
     private let fd: Int32
     private var received: [UInt8] = []
 
-    init(port: Int) throws {
+    /// `from`: the loopback address to connect from (any of 127.0.0.0/8).
+    init(port: Int, from source: String? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw ProxyConfigurationError("bind to \(source) failed") }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

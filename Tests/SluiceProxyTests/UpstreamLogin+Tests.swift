@@ -52,4 +52,35 @@ struct UpstreamLoginTests {
         }
         #expect(capabilities == ["IMAP4rev1", "IDLE"] && delimiter == nil)
     }
+
+    @Test("the client's address goes first in an ID pipelined with the login; the ID's answers are consumed")
+    func forwardsClientAddress() throws {
+        let forward = ForwardedAddresses(clientIP: "192.0.2.7", clientPort: 50123, localIP: "2001:db8::1", localPort: 993)
+        var machine = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false, forward: forward)
+        let greeting = try receive("* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR] ready\r\n", &machine)
+        #expect(sent(greeting.last) == "sluice1 ID (\"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"50123\" "
+                + "\"x-connected-ip\" \"2001:db8::1\" \"x-connected-port\" \"993\")\r\n"
+                + "sluice2 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")
+        let answers = try receive("* ID (\"name\" \"Dovecot\")\r\nsluice1 OK ID completed.\r\n"
+                                  + "sluice2 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n", &machine)
+        #expect(answers.count == 3)
+        guard case .succeeded(let capabilities, _)? = answers.last else {
+            Issue.record("not logged in: \(answers)")
+            return
+        }
+        #expect(capabilities == ["IMAP4rev1", "IDLE"])
+
+        // A refused ID does not stop the login; a server without ID gets none.
+        var refused = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false, forward: forward)
+        _ = try receive("* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR] ready\r\n", &refused)
+        let after = try receive("sluice1 BAD not now\r\nsluice2 NO [AUTHENTICATIONFAILED] Bad password\r\n", &refused)
+        guard case .failed(let response, _)? = after.last else {
+            Issue.record("login not refused: \(after)")
+            return
+        }
+        #expect(response == "NO [AUTHENTICATIONFAILED] Bad password")
+        var noID = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false, forward: forward)
+        let plain = try receive("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n", &noID)
+        #expect(sent(plain.last) == "sluice1 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")
+    }
 }

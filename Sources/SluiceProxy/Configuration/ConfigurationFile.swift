@@ -170,10 +170,10 @@ private struct FileReader {
     }
 }
 
-/// `address`, `tls`, `ca`, `verify`, `server_name`: shared by the main file
-/// and the routing map.
+/// `address`, `tls`, `ca`, `verify`, `server_name`, `forward_client_address`:
+/// shared by the main file and the routing map.
 func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: String?) -> ProxyConfiguration.Upstream? {
-    guard let fields = value.fields(["address", "tls", "ca", "verify", "server_name"]) else { return nil }
+    guard let fields = value.fields(["address", "tls", "ca", "verify", "server_name", "forward_client_address"]) else { return nil }
     guard let addressValue = fields["address"] else {
         value.report("an upstream needs address: HOST:PORT")
         return nil
@@ -202,6 +202,10 @@ func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: Str
     if let name = fields["server_name"] {
         guard let text = name.nonEmptyString() else { return nil }
         upstream.serverName = text
+    }
+    if let forward = fields["forward_client_address"] {
+        guard let flag = forward.bool() else { return nil }
+        upstream.forwardClientAddress = flag
     }
     if upstream.security == .plain, fields["ca"] != nil || fields["server_name"] != nil {
         value.report("ca and server_name only apply with tls: starttls or implicit")

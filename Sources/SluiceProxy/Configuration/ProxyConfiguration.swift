@@ -83,15 +83,23 @@ public struct ProxyConfiguration: Sendable {
         public var verifyCertificate: Bool
         /// The name to verify and send as SNI; `host` when `nil`.
         public var serverName: String?
+        /// Tell the upstream the client's address and port (and the address
+        /// the client connected to) with an `ID` command before login, as
+        /// Dovecot's own proxy does: `x-originating-ip`, `x-originating-port`,
+        /// `x-connected-ip`, `x-connected-port`. A server that trusts the
+        /// proxy's address (Dovecot: `login_trusted_networks`) then logs and
+        /// rate-limits by the real client; others ignore the fields.
+        public var forwardClientAddress: Bool
 
         public init(host: String, port: Int, security: UpstreamSecurity = .plain, caFile: String? = nil,
-                    verifyCertificate: Bool = true, serverName: String? = nil) {
+                    verifyCertificate: Bool = true, serverName: String? = nil, forwardClientAddress: Bool = true) {
             self.host = host
             self.port = port
             self.security = security
             self.caFile = caFile
             self.verifyCertificate = verifyCertificate
             self.serverName = serverName
+            self.forwardClientAddress = forwardClientAddress
         }
     }
 

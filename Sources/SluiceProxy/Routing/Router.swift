@@ -94,10 +94,13 @@ public struct UpstreamEndpoint: Sendable {
     /// skips name resolution (which NIO runs on another thread and hands
     /// back, two wake-ups per login).
     public var address: SocketAddress?
+    /// See `ProxyConfiguration.Upstream.forwardClientAddress`.
+    public var forwardClientAddress: Bool
 
     public init(_ upstream: ProxyConfiguration.Upstream) throws {
         host = upstream.host
         port = upstream.port
+        forwardClientAddress = upstream.forwardClientAddress
         address = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
         security = upstream.security
         if upstream.security != .plain {

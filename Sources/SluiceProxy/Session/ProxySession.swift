@@ -343,8 +343,11 @@ final class ProxySession {
         // With filters, the proxy asks the delimiter itself before the relay starts.
         routeGroups = route.groups
         let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
+        let forward = upstream.forwardClientAddress
+            ? ForwardedAddresses(client: clientChannel.remoteAddress, local: clientChannel.localAddress) : nil
         upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
-                                                  useStartTLS: upstream.security == .starttls, learnDelimiter: learn)
+                                                  useStartTLS: upstream.security == .starttls, learnDelimiter: learn,
+                                                  forward: forward)
         currentUpstream = upstream
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         let tlsContext = upstream.tlsContext

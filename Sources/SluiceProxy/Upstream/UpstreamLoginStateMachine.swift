@@ -7,6 +7,8 @@ import NIOCore
 /// capabilities, then logs in with AUTHENTICATE PLAIN when the server offers
 /// it (BASE64 needs no quoting) and LOGIN otherwise; finally makes sure it
 /// knows the post-login capabilities, which the client gets in its tagged OK.
+/// With `forward`, an `ID` command carrying the client's address goes
+/// first, pipelined with the login (its answer is consumed).
 /// Nothing the upstream says here reaches the client, except the response
 /// code and text of a refused login.
 struct UpstreamLoginStateMachine {
@@ -38,6 +40,7 @@ struct UpstreamLoginStateMachine {
     private let credentials: UpstreamCredentials
     private let useStartTLS: Bool
     private let learnDelimiter: Bool
+    private let forward: ForwardedAddresses?
     private var delimiter: UInt8?
     private var capabilities: [String] = []
     private var tagCounter = 0
@@ -46,10 +49,12 @@ struct UpstreamLoginStateMachine {
     /// `learnDelimiter`: after login, ask the hierarchy delimiter with
     /// `LIST "" ""` (RFC 3501 §6.3.8) before the relay starts, so no client
     /// command is in flight and tags cannot collide.
-    init(credentials: UpstreamCredentials, useStartTLS: Bool, learnDelimiter: Bool = false) {
+    init(credentials: UpstreamCredentials, useStartTLS: Bool, learnDelimiter: Bool = false,
+         forward: ForwardedAddresses? = nil) {
         self.credentials = credentials
         self.useStartTLS = useStartTLS
         self.learnDelimiter = learnDelimiter
+        self.forward = forward
     }
 
     /// A response frame from the upstream.
@@ -162,16 +167,25 @@ struct UpstreamLoginStateMachine {
             return .failed(response: "NO [UNAVAILABLE] Server is unavailable.",
                            reason: "upstream disallows login on this connection (configure TLS to it)")
         }
+        // The ID goes first, in the same write; its tagged answer is not the
+        // login's tag, so the login state below passes over it.
+        var first = ByteBuffer()
+        if let forward, has("ID") {
+            nextTag()
+            first.writeString("\(currentTag) ID \(forward.idParameters)\r\n")
+        }
         nextTag()
         if has("AUTH=PLAIN") {
             let response = Base64.encode(credentials.authorizationIdentity + [0] + credentials.authenticationIdentity
                                          + [0] + credentials.password)
             if has("SASL-IR") {
                 state = .login(remaining: [])
-                return .send(ByteBuffer(string: "\(currentTag) AUTHENTICATE PLAIN \(response)\r\n"))
+                first.writeString("\(currentTag) AUTHENTICATE PLAIN \(response)\r\n")
+                return .send(first)
             }
             state = .login(remaining: [ByteBuffer(string: response + "\r\n")])
-            return .send(ByteBuffer(string: "\(currentTag) AUTHENTICATE PLAIN\r\n"))
+            first.writeString("\(currentTag) AUTHENTICATE PLAIN\r\n")
+            return .send(first)
         }
         let receiver: EncodingOptions.Receiver = has("LITERAL+") ? .serverWithLiteralPlus
             : (has("LITERAL-") ? .serverWithLiteralMinus : .server)
@@ -197,7 +211,8 @@ struct UpstreamLoginStateMachine {
         }
         parts.append(current)
         state = .login(remaining: Array(parts.dropFirst()))
-        return .send(parts[0])
+        first.writeImmutableBuffer(parts[0])
+        return .send(first)
     }
 
     private mutating func nextTag() {
@@ -245,5 +260,36 @@ struct UpstreamCredentials {
             password = masterPassword
             loginName = Array((user + separator + masterUser).utf8)
         }
+    }
+}
+
+/// The addresses an upstream is told in an `ID` command before login
+/// (the fields Dovecot's proxy sends and Dovecot accepts from
+/// `login_trusted_networks`). They come from the sockets, never from the client.
+struct ForwardedAddresses: Equatable {
+    var clientIP: String
+    var clientPort: Int
+    /// The address the client connected to (the proxy's listener).
+    var localIP: String
+    var localPort: Int
+
+    init(clientIP: String, clientPort: Int, localIP: String, localPort: Int) {
+        self.clientIP = clientIP
+        self.clientPort = clientPort
+        self.localIP = localIP
+        self.localPort = localPort
+    }
+
+    /// `nil` unless both are IP socket addresses.
+    init?(client: SocketAddress?, local: SocketAddress?) {
+        guard let clientIP = client?.ipAddress, let clientPort = client?.port,
+              let localIP = local?.ipAddress, let localPort = local?.port else { return nil }
+        self.init(clientIP: clientIP, clientPort: clientPort, localIP: localIP, localPort: localPort)
+    }
+
+    /// The parenthesized list of `ID` (RFC 2971); addresses and ports need no escaping.
+    var idParameters: String {
+        "(\"x-originating-ip\" \"\(clientIP)\" \"x-originating-port\" \"\(clientPort)\" "
+            + "\"x-connected-ip\" \"\(localIP)\" \"x-connected-port\" \"\(localPort)\")"
     }
 }
