@@ -8,15 +8,11 @@ import Testing
 struct CustomFilterTests {
     @Test("APPEND over the limit to Sent is refused before the literal; smaller ones and other mailboxes pass")
     func maxAppendSize() async throws {
-        var configuration = ProxyConfiguration()
-        configuration.listeners = [.init(host: "127.0.0.1", port: 0, security: .plain)]
-        configuration.routing = .static(.init(host: "127.0.0.1", port: dovecotPort!))
+        var configuration = liveConfiguration(upstream: .init(host: "127.0.0.1", port: dovecotPort!))
         configuration.filters = FilterSet([.init(filter: MaxAppendSizeFilter(mailbox: "Sent", maxBytes: 1000))])
         try await withLiveProxy(configuration: configuration) { port in
             let client = try LineClient(port: port)
-            _ = try client.readUntil(lineStarting: "* OK")
-            client.send("a LOGIN bob secret-bob\r\n")
-            #expect(try client.readUntil(lineStarting: "a ").contains("a OK"))
+            #expect(try client.login("bob", "secret-bob").contains("a OK"))
             client.send("b CREATE Sent\r\n")
             _ = try client.readUntil(lineStarting: "b ")
 

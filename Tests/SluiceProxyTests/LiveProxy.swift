@@ -28,6 +28,15 @@ func withLiveProxy(configuration: ProxyConfiguration, router: (any Router)? = ni
     try result.get()
 }
 
+/// A proxy configuration with one plain loopback listener on a free port and
+/// `upstream` as the static route.
+func liveConfiguration(upstream: ProxyConfiguration.Upstream) -> ProxyConfiguration {
+    var configuration = ProxyConfiguration()
+    configuration.listeners = [.init(host: "127.0.0.1", port: 0, security: .plain)]
+    configuration.routing = .static(upstream)
+    return configuration
+}
+
 /// A blocking line-oriented client for the test (loopback only).
 final class LineClient {
     private let fd: Int32
@@ -58,6 +67,13 @@ final class LineClient {
     }
 
     deinit { close(fd) }
+
+    /// Reads the greeting and sends `a LOGIN user password`; returns the tagged reply.
+    func login(_ user: String, _ password: String) throws -> String {
+        _ = try readUntil(lineStarting: "* OK")
+        send("a LOGIN \(user) \(password)\r\n")
+        return try readUntil(lineStarting: "a ")
+    }
 
     func send(_ text: String) {
         let bytes = Array(text.utf8)

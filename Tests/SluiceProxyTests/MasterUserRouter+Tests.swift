@@ -48,10 +48,8 @@ struct MasterUserRouterTests {
     func masterLogin() async throws {
         try await withProxy { port in
             let client = try LineClient(port: port)
-            _ = try client.readUntil(lineStarting: "* OK")
             // Dovecot does not know this password; only the router does.
-            client.send("a LOGIN alice router-pw-alice\r\n")
-            let login = try client.readUntil(lineStarting: "a ")
+            let login = try client.login("alice", "router-pw-alice")
             #expect(login.contains("a OK [CAPABILITY"), "\(login)")
             client.send("b SELECT INBOX\r\nc LOGOUT\r\n")
             let select = try client.readUntil(lineStarting: "b ")
@@ -73,9 +71,8 @@ struct MasterUserRouterTests {
     func refusals() async throws {
         try await withProxy { port in
             let client = try LineClient(port: port)
-            _ = try client.readUntil(lineStarting: "* OK")
-            client.send("a LOGIN alice secret-alice\r\n")  // Dovecot's password, not the router's
-            #expect(try client.readUntil(lineStarting: "a ").contains("a NO [AUTHENTICATIONFAILED]"))
+            // Dovecot's password, not the router's
+            #expect(try client.login("alice", "secret-alice").contains("a NO [AUTHENTICATIONFAILED]"))
             client.send("b LOGIN broken x\r\n")
             #expect(try client.readUntil(lineStarting: "b ").contains("b NO [UNAVAILABLE]"))
             client.send("c LOGIN bob router-pw-bob\r\n")

@@ -22,14 +22,10 @@ struct UpstreamAddressTests {
 struct UpstreamConnectTests {
     @Test("an upstream given by name (resolved) and by IP address both log in", arguments: ["localhost", "127.0.0.1"])
     func loginByNameAndAddress(host: String) async throws {
-        var configuration = ProxyConfiguration()
-        configuration.listeners = [.init(host: "127.0.0.1", port: 0, security: .plain)]
-        configuration.routing = .static(.init(host: host, port: dovecotPort!))
+        let configuration = liveConfiguration(upstream: .init(host: host, port: dovecotPort!))
         try await withLiveProxy(configuration: configuration) { port in
             let client = try LineClient(port: port)
-            _ = try client.readUntil(lineStarting: "* OK")
-            client.send("a LOGIN bob secret-bob\r\n")
-            #expect(try client.readUntil(lineStarting: "a ").contains("a OK [CAPABILITY"))
+            #expect(try client.login("bob", "secret-bob").contains("a OK [CAPABILITY"))
             client.send("b SELECT INBOX\r\n")
             #expect(try client.readUntil(lineStarting: "b ").contains("b OK [READ-WRITE]"))
             client.send("c LOGOUT\r\n")
@@ -61,15 +57,12 @@ struct ClientAddressForwardingTests {
     /// Logs in as carol from `source` through a proxy with forwarding on or off;
     /// returns Dovecot's new login line.
     private func login(from source: String, forward: Bool) async throws -> String {
-        var configuration = ProxyConfiguration()
-        configuration.listeners = [.init(host: "127.0.0.1", port: 0, security: .plain)]
-        configuration.routing = .static(.init(host: "127.0.0.1", port: dovecotPort!, forwardClientAddress: forward))
+        let configuration = liveConfiguration(upstream: .init(host: "127.0.0.1", port: dovecotPort!,
+                                                              forwardClientAddress: forward))
         let before = loginLines(user: "carol").count
         try await withLiveProxy(configuration: configuration) { port in
             let client = try LineClient(port: port, from: source)
-            _ = try client.readUntil(lineStarting: "* OK")
-            client.send("a LOGIN carol secret-carol\r\n")
-            #expect(try client.readUntil(lineStarting: "a ").contains("a OK [CAPABILITY"))
+            #expect(try client.login("carol", "secret-carol").contains("a OK [CAPABILITY"))
             client.send("b LOGOUT\r\n")
             _ = try client.readUntil(lineStarting: "b ")
         }
