@@ -98,6 +98,8 @@ final class BenchHandler: ChannelInboundHandler, @unchecked Sendable {
     private var pending: [(tag: String, promise: EventLoopPromise<BenchConnection.Reply>, bytes: Int)] = []
     private var greeted = false
     private var received = 0
+    /// `received` when the last tagged reply completed.
+    private var accounted = 0
 
     init(eventLoop: EventLoop) {
         greeting = eventLoop.makePromise()
@@ -124,7 +126,11 @@ final class BenchHandler: ChannelInboundHandler, @unchecked Sendable {
                 case .taggedResponse:
                     guard let tag = segment.tag, let index = pending.firstIndex(where: { $0.tag == tag }) else { continue }
                     let entry = pending.remove(at: index)
-                    entry.promise.succeed(.init(status: segment.secondWord ?? "?", bytes: received - entry.bytes))
+                    // Bytes since it was sent, less what earlier replies already
+                    // counted: pipelined replies do not count the same bytes twice.
+                    let counted = received - max(entry.bytes, accounted)
+                    accounted = received
+                    entry.promise.succeed(.init(status: segment.secondWord ?? "?", bytes: counted))
                 default:
                     break
                 }
