@@ -1,3 +1,6 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -81,5 +84,60 @@ struct ClientAddressForwardingTests {
         let unforwarded = try await login(from: "127.0.0.3", forward: false)
         #expect(unforwarded.contains("rip=127.0.0.1,"))
         #expect(!unforwarded.contains("127.0.0.3"))
+    }
+}
+
+@Suite("Resolver cache")
+struct ResolverCacheTests {
+    /// A lookup that counts its calls and answers with `answer` (or fails).
+    final class CountingLookup: Sendable {
+        let calls = NIOLockedValueBox(0)
+        let fail = NIOLockedValueBox(false)
+        func lookup(_ host: String, _ port: Int) throws -> [SocketAddress] {
+            calls.withLockedValue { $0 += 1 }
+            if fail.withLockedValue({ $0 }) { throw UpstreamResolutionError(host: host, reason: "test failure") }
+            return [try SocketAddress(ipAddress: "::1", port: port), try SocketAddress(ipAddress: "127.0.0.1", port: port)]
+        }
+    }
+
+    @Test("answers are kept for the TTL, per host and port; failures are not kept")
+    func keepsAnswers() throws {
+        let counter = CountingLookup()
+        let cache = ResolverCache(ttl: .milliseconds(300), lookup: { try counter.lookup($0, $1) })
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let first = try cache.addresses(host: "imap.test", port: 143, on: loop).wait()
+        #expect(first.map(\.port) == [143, 143])
+        _ = try cache.addresses(host: "imap.test", port: 143, on: loop).wait()
+        #expect(counter.calls.withLockedValue { $0 } == 1)
+        _ = try cache.addresses(host: "imap.test", port: 993, on: loop).wait()
+        #expect(counter.calls.withLockedValue { $0 } == 2)
+        usleep(400_000)
+        _ = try cache.addresses(host: "imap.test", port: 143, on: loop).wait()
+        #expect(counter.calls.withLockedValue { $0 } == 3)
+
+        counter.fail.withLockedValue { $0 = true }
+        #expect(throws: UpstreamResolutionError.self) { try cache.addresses(host: "down.test", port: 143, on: loop).wait() }
+        counter.fail.withLockedValue { $0 = false }
+        #expect(try cache.addresses(host: "down.test", port: 143, on: loop).wait().count == 2)
+        #expect(counter.calls.withLockedValue { $0 } == 5)
+    }
+
+    @Test("one lookup answers both the A and the AAAA question of a connection")
+    func splitsFamilies() throws {
+        let counter = CountingLookup()
+        let cache = ResolverCache(ttl: .seconds(30), lookup: { try counter.lookup($0, $1) })
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let resolver = CachingResolver(cache: cache, eventLoop: loop)
+        let v6 = try resolver.initiateAAAAQuery(host: "imap.test", port: 143).wait()
+        let v4 = try resolver.initiateAQuery(host: "imap.test", port: 143).wait()
+        #expect(v6.map(\.ipAddress) == ["::1"] && v4.map(\.ipAddress) == ["127.0.0.1"])
+        #expect(counter.calls.withLockedValue { $0 } == 1)
+    }
+
+    @Test("getaddrinfo: localhost (from /etc/hosts, no DNS needed) resolves with the port")
+    func realLookup() throws {
+        let addresses = try ResolverCache.getaddrinfoLookup(host: "localhost", port: 143)
+        #expect(!addresses.isEmpty && addresses.allSatisfy { $0.port == 143 })
+        #expect(addresses.contains { $0.ipAddress == "127.0.0.1" || $0.ipAddress == "::1" })
     }
 }

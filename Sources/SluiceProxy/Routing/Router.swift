@@ -91,8 +91,7 @@ public struct UpstreamEndpoint: Sendable {
     /// must then name the IP itself).
     public var serverName: String?
     /// The socket address when `host` is an IP address: connecting to it
-    /// skips name resolution (which NIO runs on another thread and hands
-    /// back, two wake-ups per login).
+    /// skips name resolution (host names go through `ResolverCache`).
     public var address: SocketAddress?
     /// See `ProxyConfiguration.Upstream.forwardClientAddress`.
     public var forwardClientAddress: Bool
@@ -113,11 +112,11 @@ public struct UpstreamEndpoint: Sendable {
         }
     }
 
-    /// Connects `bootstrap` to this endpoint, resolving the host name only
-    /// when it is not an IP address.
-    func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<Channel> {
+    /// Connects `bootstrap` (on `eventLoop`) to this endpoint; a host name
+    /// is resolved through the shared `ResolverCache`.
+    func connect(_ bootstrap: ClientBootstrap, on eventLoop: any EventLoop) -> EventLoopFuture<Channel> {
         if let address { return bootstrap.connect(to: address) }
-        return bootstrap.connect(host: host, port: port)
+        return bootstrap.resolver(CachingResolver(cache: .shared, eventLoop: eventLoop)).connect(host: host, port: port)
     }
 
     static func isIPAddress(_ host: String) -> Bool {

@@ -374,7 +374,7 @@ final class ProxySession {
                     try channel.pipeline.syncOperations.addHandler(UpstreamHandler(session: bound.value))
                 }
             }
-        upstream.connect(bootstrap).whenComplete { result in
+        upstream.connect(bootstrap, on: clientChannel.eventLoop).whenComplete { result in
             let session = bound.value
             switch result {
             case .success(let channel):
