@@ -27,7 +27,7 @@ final class BenchConnection: @unchecked Sendable {
     static func connect(host: String, port: Int, tls: NIOSSLContext?, group: EventLoopGroup) async throws -> BenchConnection {
         let handlerBox = NIOLockedBox()
         let channel = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {

@@ -72,9 +72,11 @@ def client_tls():
 class Sluice:
     """A sluice run process on a free port."""
 
-    def __init__(self, *arguments, upstream=None, listen_host=HOST, config=None, port=None):
+    def __init__(self, *arguments, upstream=None, listen_host=HOST, config=None, port=None, as_user=None):
         """With `config`, only the file and `arguments` are given (the file
-        must listen on `port`); otherwise --listen/--upstream/--cert flags."""
+        must listen on `port`); otherwise --listen/--upstream/--cert flags.
+        `as_user` runs it as that unprivileged user (without TLS: the test
+        key is root's)."""
         self.port = port or free_port()
         self.host = listen_host
         self.log = open(os.path.join(DOVECOT_DIR, f"sluice-{self.port}.log"), "w")
@@ -82,10 +84,19 @@ class Sluice:
         if config:
             command = [SLUICE, "run", "--config", config, *arguments]
         else:
-            command = [SLUICE, "run", "--listen", listen,
-                       "--upstream", upstream or f"{HOST}:{PORT}", "--cert", CERT, "--key", KEY, *arguments]
+            tls = [] if as_user else ["--cert", CERT, "--key", KEY]
+            command = [SLUICE, "run", "--listen", listen, "--upstream", upstream or f"{HOST}:{PORT}", *tls, *arguments]
         env = dict(os.environ, SLUICE_LOGIN_FAILURE_DELAY_MS="50")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env)
+        drop = None
+        if as_user:
+            import pwd
+            account = pwd.getpwnam(as_user)
+
+            def drop():
+                os.setgroups([])
+                os.setgid(account.pw_gid)
+                os.setuid(account.pw_uid)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env, preexec_fn=drop)
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
@@ -297,6 +308,16 @@ def main():
         check("IPv6 listener: login through [::1]",
               lambda: _assert(b"a OK [CAPABILITY" in login_reply(sluice, "alice", "secret-alice")))
 
+    # Production runs unprivileged: no socket option may need root (SO_DEBUG
+    # did, by mistake, and every connection was closed without a word).
+    with Sluice(as_user="nobody") as sluice:
+        def unprivileged():
+            reply = login_reply(sluice, "alice", "secret-alice")
+            _assert(b"a OK [CAPABILITY" in reply, reply)
+            status = open(f"/proc/{sluice.process.pid}/status").read()
+            _assert(re.search(r"^Uid:\s+65534\s", status, re.M), "not running as nobody")
+        check("runs as an unprivileged user (nobody): login works", unprivileged)
+
     with Sluice(upstream=f"{HOST}:{free_port()}") as sluice:
         check("upstream down gives NO [UNAVAILABLE]",
               lambda: _assert(b"a NO [UNAVAILABLE]" in login_reply(sluice, "alice", "secret-alice")))
@@ -343,8 +364,8 @@ def main():
     sys.exit(1 if results["failed"] else 0)
 
 
-def _assert(condition):
-    assert condition
+def _assert(condition, message=None):
+    assert condition, message
 
 
 def message_count():

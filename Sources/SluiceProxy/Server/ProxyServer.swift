@@ -111,7 +111,7 @@ public final class ProxyServer: Sendable {
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: ProxySession.receiveAllocator)
             .childChannelOption(.writeBufferWaterMark, value: .init(
                 low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))

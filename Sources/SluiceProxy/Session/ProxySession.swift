@@ -361,7 +361,7 @@ final class ProxySession {
         let serverName = upstream.serverName
         let bootstrap = ClientBootstrap(group: clientChannel.eventLoop)
             .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: ProxySession.receiveAllocator)
             .channelOption(.writeBufferWaterMark, value: .init(
                 low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
