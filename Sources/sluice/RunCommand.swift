@@ -135,6 +135,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "sluice")
         if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }
+        raiseOpenFileLimit(logger: logger)
         let server = try ProxyServer(configuration: configuration, logger: logger)
         let reloader = SignalHandler(signal: SIGHUP) { server.reload() }
         let group = ServiceGroup(configuration: .init(
@@ -172,3 +173,23 @@ func hostPort(_ text: String, option: String) throws -> HostPort {
 
 extension ProxyConfiguration.ListenerSecurity: ExpressibleByArgument {}
 extension ProxyConfiguration.UpstreamSecurity: ExpressibleByArgument {}
+
+/// Each session holds two sockets, and the usual soft limit (1,024) would
+/// stop a proxy at about 500 sessions; like Dovecot and nginx's
+/// `worker_rlimit_nofile`, raise the soft limit to the hard one at start.
+func raiseOpenFileLimit(logger: Logger) {
+    var limit = rlimit()
+    #if canImport(Glibc)
+    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+    let resource = RLIMIT_NOFILE
+    #endif
+    guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let previous = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(resource, &limit) == 0 {
+        logger.info("open-file limit raised", metadata: ["from": "\(previous)", "to": "\(limit.rlim_max)"])
+    } else {
+        logger.warning("could not raise the open-file limit", metadata: ["limit": "\(previous)", "sessions.max": "\(previous / 2)"])
+    }
+}

@@ -72,11 +72,12 @@ def client_tls():
 class Sluice:
     """A sluice run process on a free port."""
 
-    def __init__(self, *arguments, upstream=None, listen_host=HOST, config=None, port=None, as_user=None):
+    def __init__(self, *arguments, upstream=None, listen_host=HOST, config=None, port=None, as_user=None,
+                 open_files=None):
         """With `config`, only the file and `arguments` are given (the file
         must listen on `port`); otherwise --listen/--upstream/--cert flags.
         `as_user` runs it as that unprivileged user (without TLS: the test
-        key is root's)."""
+        key is root's); `open_files` starts it with that soft open-file limit."""
         self.port = port or free_port()
         self.host = listen_host
         self.log = open(os.path.join(DOVECOT_DIR, f"sluice-{self.port}.log"), "w")
@@ -87,16 +88,20 @@ class Sluice:
             tls = [] if as_user else ["--cert", CERT, "--key", KEY]
             command = [SLUICE, "run", "--listen", listen, "--upstream", upstream or f"{HOST}:{PORT}", *tls, *arguments]
         env = dict(os.environ, SLUICE_LOGIN_FAILURE_DELAY_MS="50")
-        drop = None
+        account = None
         if as_user:
             import pwd
             account = pwd.getpwnam(as_user)
 
-            def drop():
+        def prepare():
+            if open_files:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            if account:
                 os.setgroups([])
                 os.setgid(account.pw_gid)
                 os.setuid(account.pw_uid)
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env, preexec_fn=drop)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=env, preexec_fn=prepare)
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
@@ -317,6 +322,14 @@ def main():
             status = open(f"/proc/{sluice.process.pid}/status").read()
             _assert(re.search(r"^Uid:\s+65534\s", status, re.M), "not running as nobody")
         check("runs as an unprivileged user (nobody): login works", unprivileged)
+
+    with Sluice(open_files=256) as sluice:
+        def raises_open_file_limit():
+            limits = open(f"/proc/{sluice.process.pid}/limits").read()
+            soft, hard = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.M).groups()
+            _assert(int(hard) > 256 and soft == hard, f"open-file limit {soft}/{hard}")
+            _assert("open-file limit raised" in sluice.log_text(), "no log line for the raised limit")
+        check("the open-file soft limit is raised to the hard limit at start", raises_open_file_limit)
 
     with Sluice(upstream=f"{HOST}:{free_port()}") as sluice:
         check("upstream down gives NO [UNAVAILABLE]",
