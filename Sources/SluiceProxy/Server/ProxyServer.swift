@@ -111,25 +111,40 @@ public final class ProxyServer: Sendable {
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: ProxySession.receiveAllocator)
-            .childChannelOption(.writeBufferWaterMark, value: .init(
-                low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let id = sessions.nextID()
-                    let session = ProxySession(id: id, configuration: configuration, security: listener.security,
-                                               tls: tls, router: router, clientChannel: channel, logger: logger)
-                    let bound = NIOLoopBound(session, eventLoop: channel.eventLoop)
-                    sessions.add(id, SessionRegistry.Handle(eventLoop: channel.eventLoop, session: bound))
-                    session.onEnd = { sessions.remove(id) }
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(IdleStateHandler(allTimeout: configuration.preAuthTimeout),
-                                            name: ProxySession.idleHandlerName)
-                    if listener.security == .implicit, let context = tls.server {
-                        try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)
+                    // Options are set here rather than as child channel options so
+                    // that a failure is logged: NIO would close the connection silently.
+                    do {
+                        if let options = channel.syncOptions {
+                            try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
+                            try options.setOption(.recvAllocator, value: ProxySession.receiveAllocator)
+                            try options.setOption(.writeBufferWaterMark, value: .init(
+                                low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
+                        }
+                        let id = sessions.nextID()
+                        let session = ProxySession(id: id, configuration: configuration, security: listener.security,
+                                                   tls: tls, router: router, clientChannel: channel, logger: logger)
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(IdleStateHandler(allTimeout: configuration.preAuthTimeout),
+                                                name: ProxySession.idleHandlerName)
+                        if listener.security == .implicit, let context = tls.server {
+                            try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)
+                        }
+                        try pipeline.addHandler(ClientHandler(session: session))
+                        // Registered only once it is set up: a failure above leaves nothing behind.
+                        let bound = NIOLoopBound(session, eventLoop: channel.eventLoop)
+                        sessions.add(id, SessionRegistry.Handle(eventLoop: channel.eventLoop, session: bound))
+                        session.onEnd = { sessions.remove(id) }
+                    } catch {
+                        var address = "-"
+                        if let remote = channel.remoteAddress, let ip = remote.ipAddress, let port = remote.port {
+                            address = "\(HostPort(host: ip, port: port))"
+                        }
+                        logger.warning("could not set up a client connection",
+                                       metadata: ["client.address": "\(address)", "error": "\(error)"])
+                        throw error
                     }
-                    try pipeline.addHandler(ClientHandler(session: session))
                 }
             }
     }
