@@ -217,7 +217,7 @@ func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: Str
 /// directory, that must be readable.
 func checkedFile(_ value: YAMLValue, baseDirectory: String?) -> String? {
     guard let text = value.nonEmptyString() else { return nil }
-    let path = text.hasPrefix("/") || baseDirectory == nil ? text : "\(baseDirectory!)/\(text)"
+    let path = resolvePath(text, relativeTo: baseDirectory)
     guard access(path, R_OK) == 0 else {
         value.report("cannot read \(path)")
         return nil
@@ -244,4 +244,11 @@ func readTextFile(_ path: String) -> String? {
     }
     if ferror(file) != 0 { return nil }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// A path from a configuration file: absolute as written, otherwise relative
+/// to the file's directory (or the working directory without one).
+func resolvePath(_ path: String, relativeTo baseDirectory: String?) -> String {
+    guard !path.hasPrefix("/"), let baseDirectory else { return path }
+    return "\(baseDirectory)/\(path)"
 }

@@ -150,7 +150,7 @@ enum RulesReader {
                 if parts["file"] == nil { value.report("audit needs file: PATH") }
                 return nil
             }
-            let resolved = path.hasPrefix("/") || baseDirectory == nil ? path : "\(baseDirectory!)/\(path)"
+            let resolved = resolvePath(path, relativeTo: baseDirectory)
             do {
                 return AuditFilter(names: names, log: try AuditLog(path: resolved))
             } catch {

@@ -492,10 +492,12 @@ final class ProxySession {
             logger.notice("upstream closed inside a literal; padding it for the client",
                           metadata: ["literal.missing_bytes": "\(remaining)"])
             let chunk = ProxySession.padding
-            while remaining > 0 {
-                let count = Int(min(remaining, UInt64(chunk.readableBytes)))
-                clientChannel.write(chunk.getSlice(at: chunk.readerIndex, length: count)!, promise: nil)
-                remaining -= UInt64(count)
+            while remaining >= UInt64(chunk.readableBytes) {
+                clientChannel.write(chunk, promise: nil)
+                remaining -= UInt64(chunk.readableBytes)
+            }
+            if remaining > 0 {
+                clientChannel.write(ByteBuffer(repeating: UInt8(ascii: " "), count: Int(remaining)), promise: nil)
             }
         }
         clientChannel.write(ByteBuffer(string: "\r\n"), promise: nil)
@@ -972,8 +974,9 @@ final class ProxySession {
         let name = pendingTransparentUser
         pendingTransparentUser = nil
         guard segment.secondWord == "OK" else { return }
-        user = name ?? "(unknown)"
-        logger[metadataKey: "imap.user"] = "\(user!)"
+        let known = name ?? "(unknown)"
+        user = known
+        logger[metadataKey: "imap.user"] = "\(known)"
         logger.info("upstream login succeeded")
         replaceIdleTimer(configuration.idleTimeout)
     }
