@@ -93,7 +93,12 @@ struct ConfigurationOptions: ParsableArguments {
         }
         if logJSON { configuration.logFormat = .json }
         if let threads {
-            if (1...256).contains(threads) { configuration.threads = threads } else { flagIssue("--threads", "must be 1...256") }
+            let range = ProxyConfiguration.threadRange
+            if range.contains(threads) {
+                configuration.threads = threads
+            } else {
+                flagIssue("--threads", "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
         }
         if let delay = getenv("SLUICE_LOGIN_FAILURE_DELAY_MS").flatMap({ Int64(String(cString: $0)) }) {
             configuration.loginFailureDelay = .milliseconds(delay)

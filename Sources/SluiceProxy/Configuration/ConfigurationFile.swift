@@ -113,7 +113,7 @@ private struct FileReader {
         if let value = fields["rules"] {
             RulesReader.read(value, baseDirectory: baseDirectory, into: &configuration)
         }
-        if let value = fields["threads"], let count = value.int(in: 1...256) { configuration.threads = count }
+        if let value = fields["threads"], let count = value.int(in: ProxyConfiguration.threadRange) { configuration.threads = count }
         if let value = fields["log"], let log = value.fields(["format"]) {
             if let format = log["format"]?.oneOf(ProxyConfiguration.LogFormat.self) { configuration.logFormat = format }
         }

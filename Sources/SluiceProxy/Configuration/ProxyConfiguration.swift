@@ -133,6 +133,8 @@ public struct ProxyConfiguration: Sendable {
     /// Event-loop threads; `nil` is one per core. Each session lives on one
     /// thread; fewer threads than cores leave CPU to a server on the same host.
     public var threads: Int?
+    /// What `threads` may be (the file and `--threads` alike).
+    public static let threadRange = 1...256
     /// The rules (`rules:`), as filters scoped to users, in order.
     public var filters = FilterSet()
     /// `rewrite_login` rules, tried in order before routing.

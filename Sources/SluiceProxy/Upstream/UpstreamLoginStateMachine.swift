@@ -273,23 +273,18 @@ struct ForwardedAddresses: Equatable {
     var localIP: String
     var localPort: Int
 
-    init(clientIP: String, clientPort: Int, localIP: String, localPort: Int) {
-        self.clientIP = clientIP
-        self.clientPort = clientPort
-        self.localIP = localIP
-        self.localPort = localPort
+    /// The parenthesized list of `ID` (RFC 2971); addresses and ports need no escaping.
+    var idParameters: String {
+        "(\"x-originating-ip\" \"\(clientIP)\" \"x-originating-port\" \"\(clientPort)\" "
+            + "\"x-connected-ip\" \"\(localIP)\" \"x-connected-port\" \"\(localPort)\")"
     }
+}
 
+extension ForwardedAddresses {
     /// `nil` unless both are IP socket addresses.
     init?(client: SocketAddress?, local: SocketAddress?) {
         guard let clientIP = client?.ipAddress, let clientPort = client?.port,
               let localIP = local?.ipAddress, let localPort = local?.port else { return nil }
         self.init(clientIP: clientIP, clientPort: clientPort, localIP: localIP, localPort: localPort)
-    }
-
-    /// The parenthesized list of `ID` (RFC 2971); addresses and ports need no escaping.
-    var idParameters: String {
-        "(\"x-originating-ip\" \"\(clientIP)\" \"x-originating-port\" \"\(clientPort)\" "
-            + "\"x-connected-ip\" \"\(localIP)\" \"x-connected-port\" \"\(localPort)\")"
     }
 }
