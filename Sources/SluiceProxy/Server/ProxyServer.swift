@@ -126,8 +126,6 @@ public final class ProxyServer: Sendable {
                         let session = ProxySession(id: id, configuration: configuration, security: listener.security,
                                                    tls: tls, router: router, clientChannel: channel, logger: logger)
                         let pipeline = channel.pipeline.syncOperations
-                        try pipeline.addHandler(IdleStateHandler(allTimeout: configuration.preAuthTimeout),
-                                                name: ProxySession.idleHandlerName)
                         if listener.security == .implicit, let context = tls.server {
                             try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)
                         }

@@ -39,9 +39,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            session.clientTimedOut()
-        } else if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
             session.clientTLSEstablished()
         }
         context.fireUserInboundEventTriggered(event)

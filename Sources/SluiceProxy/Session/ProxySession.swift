@@ -117,6 +117,7 @@ final class ProxySession {
         if configuration.mode == .transparent { rewriter.removedNames = ["STARTTLS", "LOGINDISABLED"] }
         self.capabilityRewriter = rewriter
         self.clientChannel = clientChannel
+        self.inactivityLimit = configuration.preAuthTimeout
         self.logger = logger
         self.logger[metadataKey: "imap.session.id"] = "\(id)"
         preAuth = PreAuthStateMachine(security: security, greeting: configuration.greeting,
@@ -131,6 +132,7 @@ final class ProxySession {
     // MARK: - Client side
 
     func clientActive() {
+        startInactivityTimer(configuration.preAuthTimeout)
         if let address = clientChannel.remoteAddress, let ip = address.ipAddress, let port = address.port {
             logger[metadataKey: "client.address"] = "\(HostPort(host: ip, port: port))"
         }
@@ -152,6 +154,7 @@ final class ProxySession {
     }
 
     func clientRead(_ data: ByteBuffer) {
+        noteActivity()
         bytesFromClient += data.readableBytes
         append(data, to: &clientBuffer)
         processClient()
@@ -182,7 +185,43 @@ final class ProxySession {
         return "\(HostPort(host: ip, port: port))"
     }
 
-    func clientTimedOut() {
+    // MARK: - Inactivity
+
+    /// How long the client may go without bytes moving to or from it: the
+    /// pre-auth timeout until login, then the idle timeout.
+    private var inactivityLimit: TimeAmount
+    private var lastActivity = NIODeadline.now()
+    private var inactivityTimer: Scheduled<Void>?
+
+    /// One scheduled check per session, re-armed only when it fires: marking
+    /// activity costs a clock read per read event (NIO's IdleStateHandler
+    /// allocated a promise for every write and sat in the pipeline).
+    private func startInactivityTimer(_ limit: TimeAmount) {
+        inactivityLimit = limit
+        lastActivity = .now()
+        scheduleInactivityCheck(at: lastActivity + limit)
+    }
+
+    private func scheduleInactivityCheck(at deadline: NIODeadline) {
+        inactivityTimer?.cancel()
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        inactivityTimer = clientChannel.eventLoop.scheduleTask(deadline: deadline) {
+            bound.value.inactivityCheck()
+        }
+    }
+
+    private func noteActivity() {
+        lastActivity = .now()
+    }
+
+    private func inactivityCheck() {
+        inactivityTimer = nil
+        guard phase != .closed else { return }
+        let due = lastActivity + inactivityLimit
+        if NIODeadline.now() < due {
+            scheduleInactivityCheck(at: due)
+            return
+        }
         switch phase {
         case .connecting, .preAuth, .loggingIn, .loginFailed:
             endReason = "pre-auth timeout"
@@ -190,7 +229,10 @@ final class ProxySession {
             clientChannel.close(promise: nil)
         case .relay:
             // RFC 2177: a client in IDLE is not idle; it re-issues IDLE on its own schedule.
-            guard clientDecoder.framer.clientExpectation != .idleDone else { return }
+            if clientDecoder.framer.clientExpectation == .idleDone {
+                scheduleInactivityCheck(at: .now() + inactivityLimit)
+                return
+            }
             endReason = "idle timeout"
             queueLocalResponse(ByteBuffer(string: "* BYE Disconnected for inactivity.\r\n"))
             clientChannel.close(promise: nil)
@@ -426,6 +468,7 @@ final class ProxySession {
             case .loggingIn:
                 try processUpstreamLogin()
             case .relay:
+                noteActivity()
                 try relayFromUpstream()
             case .connecting, .preAuth, .loginFailed, .closed:
                 upstreamBuffer.clear()
@@ -617,7 +660,7 @@ final class ProxySession {
         if case .send(let ok) = action { writeToClient(ok, flush: true) }
         clientDecoder.framer.limits = configuration.clientLimits
         upstreamDecoder.framer.limits = configuration.serverLimits
-        replaceIdleTimer(configuration.idleTimeout)
+        startInactivityTimer(configuration.idleTimeout)
         // Bytes that arrived behind the login on either side now relay.
         do {
             try relayFromUpstream()
@@ -978,7 +1021,7 @@ final class ProxySession {
         user = known
         logger[metadataKey: "imap.user"] = "\(known)"
         logger.info("upstream login succeeded")
-        replaceIdleTimer(configuration.idleTimeout)
+        startInactivityTimer(configuration.idleTimeout)
     }
 
     private func queueLocalResponse(_ bytes: ByteBuffer) {
@@ -994,14 +1037,6 @@ final class ProxySession {
     }
 
     // MARK: - Helpers
-
-    static let idleHandlerName = "sluice.idle"
-
-    private func replaceIdleTimer(_ timeout: TimeAmount) {
-        let pipeline = clientChannel.pipeline.syncOperations
-        _ = clientChannel.pipeline.removeHandler(name: ProxySession.idleHandlerName)
-        try? pipeline.addHandler(IdleStateHandler(allTimeout: timeout), name: ProxySession.idleHandlerName, position: .first)
-    }
 
     private func writeToClient(_ text: String, flush: Bool) {
         if flush {
@@ -1045,6 +1080,8 @@ final class ProxySession {
         guard !ended else { return }
         ended = true
         phase = .closed
+        inactivityTimer?.cancel()
+        inactivityTimer = nil
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
         let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
