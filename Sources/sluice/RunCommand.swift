@@ -136,7 +136,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let json = configuration.logFormat == .json
         LoggingSystem.bootstrap { label in
-            json ? JSONLogHandler(label: label) as any LogHandler : StreamLogHandler.standardError(label: label)
+            json ? JSONLogHandler(label: label) as any LogHandler : TextLogHandler(label: label)
         }
         let logger = Logger(label: "sluice")
         if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }

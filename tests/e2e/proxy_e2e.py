@@ -702,6 +702,10 @@ upstream: {{ address: "{HOST}:{PORT}" }}
               lambda: _assert(b"a NO [AUTHENTICATIONFAILED]" in login_reply(sluice, "alice", "wrong")))
     check("transparent: session log names the user",
           lambda: _assert(re.search(r"imap.user=alice .*session ended", open(sluice.log.name).read())))
+    check("text log lines: UTC time with milliseconds, level, label, sorted metadata, message",
+          lambda: _assert(re.search(r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info sluice : "
+                                    r"client\.address=127\.0\.0\.1:\d+ imap\.session\.id=\d+ \[SluiceProxy\] session started$",
+                                    open(sluice.log.name).read())))
 
 
 def graceful_shutdown_tests():

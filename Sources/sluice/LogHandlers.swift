@@ -1,0 +1,123 @@
+import IMAPWire
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Writes one line per log event to standard error, laid out like
+/// swift-log's `StreamLogHandler` (`time level label : key=value … [source]
+/// message`; a value with spaces is quoted, control characters escaped),
+/// with two differences that matter per session: metadata is rendered when
+/// a line is written, not re-rendered on every change (a session sets three
+/// keys as it learns them), and the time is UTC, so no time-zone file is
+/// consulted (glibc's `localtime` checks /etc/localtime on every call).
+struct TextLogHandler: LogHandler {
+    let label: String
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var line = LogTimestamp.now() + " \(event.level) " + label + " :"
+        for (key, value) in merged(metadata, event.metadata) {
+            line += " " + key + "=" + logfmtValue("\(value)")
+        }
+        line += " [" + event.source + "] " + event.message.description
+        printError(line)
+    }
+}
+
+/// Writes one JSON object per log line to standard error.
+struct JSONLogHandler: LogHandler {
+    let label: String
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var line = "{\"time\":" + FrameReport.jsonString(LogTimestamp.now()) + ",\"level\":\"\(event.level)\",\"message\":"
+            + FrameReport.jsonString(event.message.description)
+        for (key, value) in merged(metadata, event.metadata) {
+            line += "," + FrameReport.jsonString(key) + ":" + FrameReport.jsonString("\(value)")
+        }
+        printError(line + "}")
+    }
+}
+
+/// A value as it is, or quoted (logfmt) when it holds a space, `=` or `"`,
+/// so that `reason="client closed the connection"` stays one field.
+private func logfmtValue(_ value: String) -> String {
+    guard value.isEmpty || value.utf8.contains(where: { $0 == 0x20 || $0 == 0x3D || $0 == 0x22 || $0 < 0x20 }) else {
+        return value
+    }
+    var quoted = "\""
+    for scalar in value.unicodeScalars {
+        switch scalar {
+        case "\"": quoted += "\\\""
+        case "\\": quoted += "\\\\"
+        case "\n": quoted += "\\n"
+        case "\r": quoted += "\\r"
+        case "\t": quoted += "\\t"
+        default:
+            if scalar.value < 0x20 {
+                let hex = String(scalar.value, radix: 16)
+                quoted += "\\x" + (hex.count < 2 ? "0" + hex : hex)
+            } else {
+                quoted.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return quoted + "\""
+}
+
+/// The handler's metadata with the event's on top, sorted by key.
+private func merged(_ base: Logger.Metadata, _ extra: Logger.Metadata?) -> [(key: String, value: Logger.Metadata.Value)] {
+    var fields = base
+    if let extra { fields.merge(extra) { $1 } }
+    return fields.sorted { $0.key < $1.key }
+}
+
+/// ISO 8601 in UTC with milliseconds: `2026-11-25T19:50:57.123Z`.
+enum LogTimestamp {
+    static func now() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var time = tm()
+        var seconds = now.tv_sec
+        gmtime_r(&seconds, &time)
+        var text = ""
+        text.reserveCapacity(24)
+        append(Int(time.tm_year) + 1900, digits: 4, to: &text)
+        text += "-"
+        append(Int(time.tm_mon) + 1, digits: 2, to: &text)
+        text += "-"
+        append(Int(time.tm_mday), digits: 2, to: &text)
+        text += "T"
+        append(Int(time.tm_hour), digits: 2, to: &text)
+        text += ":"
+        append(Int(time.tm_min), digits: 2, to: &text)
+        text += ":"
+        append(Int(time.tm_sec), digits: 2, to: &text)
+        text += "."
+        append(Int(now.tv_nsec) / 1_000_000, digits: 3, to: &text)
+        text += "Z"
+        return text
+    }
+
+    private static func append(_ value: Int, digits: Int, to text: inout String) {
+        let decimal = String(value)
+        if decimal.utf8.count < digits { text += String(repeating: "0", count: digits - decimal.utf8.count) }
+        text += decimal
+    }
+}
