@@ -309,6 +309,29 @@ def main():
             assert growth_mb < 16, f"proxy memory grew by {growth_mb:.1f} MB for a 50 MB message"
         check("a 50 MB FETCH to a slow reader keeps proxy memory bounded", slow_reader_bounded_memory)
 
+        def logout_behind_fetch_to_slow_reader():
+            # The upstream answers LOGOUT and closes while the proxy still
+            # holds the end of the FETCH for the client: all of it must arrive.
+            s = socket.create_connection((HOST, sluice.port), timeout=30)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice secret-alice\r\nb SELECT INBOX\r\n")
+            read_until(s, rb"b OK[^\r\n]*\r\n")
+            s.sendall(b"c FETCH * BODY.PEEK[]\r\nd LOGOUT\r\n")
+            time.sleep(1.0)  # the client reads nothing for a while
+            data = bytearray()
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            tail = bytes(data[-300:])
+            assert len(data) > 50_000_000, len(data)
+            assert re.search(rb"\r\nc OK [^\r\n]*\r\n\* BYE [^\r\n]*\r\nd OK [^\r\n]*\r\n$", tail), tail
+        check("FETCH and LOGOUT pipelined by a slow reader: the whole FETCH, BYE and OK arrive",
+              logout_behind_fetch_to_slow_reader)
+
     with Sluice(listen_host="::1") as sluice:
         check("IPv6 listener: login through [::1]",
               lambda: _assert(b"a OK [CAPABILITY" in login_reply(sluice, "alice", "secret-alice")))

@@ -515,9 +515,9 @@ final class ProxySession {
                 flushLocalResponses()
             }
             phase = .closed
-            end(reason: endReason)
-            clientChannel.flush()
-            clientChannel.close(promise: nil)
+            // The session ends (and leaves the registry) when the client's
+            // connection closes, after what is queued for it has gone out.
+            closeClientWhenWritten()
         case .preAuth, .loginFailed, .closed:
             break
         }
@@ -589,7 +589,10 @@ final class ProxySession {
         guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
         endReason = "server shutting down"
         queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n"))
-        closeBoth()
+        phase = .closed
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        closeClientWhenWritten()
     }
 
     /// The upstream sent `* BYE` (after LOGOUT, or shutting down): its
@@ -1067,6 +1070,25 @@ final class ProxySession {
     }
 
     private static let empty = ByteBuffer()
+
+    /// How long a closing session waits for its client to take what is
+    /// already queued for it before the connection is cut.
+    static let closeDrainLimit: TimeAmount = .seconds(30)
+
+    /// Closes the client connection once everything queued for it has been
+    /// written: NIO's `close` drops unwritten data, so a slow reader would
+    /// lose the end of a FETCH the upstream had already finished, and its
+    /// BYE and tagged OK (the upstream answers a pipelined LOGOUT and closes
+    /// while the client is still reading). A client that stops reading is cut
+    /// after `closeDrainLimit`.
+    private func closeClientWhenWritten() {
+        let channel = clientChannel
+        let limit = channel.eventLoop.scheduleTask(in: ProxySession.closeDrainLimit) { channel.close(promise: nil) }
+        channel.writeAndFlush(ProxySession.empty).whenComplete { _ in
+            limit.cancel()
+            channel.close(promise: nil)
+        }
+    }
 
     private func closeBoth() {
         closingUpstream = true
