@@ -41,7 +41,7 @@ struct SluiceBench: AsyncParsableCommand {
     @Option(help: "Accounts USERPREFIX0001… to spread logins over (logins).") var accounts = 200
     @Option(help: "Account name prefix (logins, idle).") var userPrefix = "user"
     @Option(help: "Idle sessions to open (idle).") var sessions = 100
-    @Option(help: "PID of the process whose memory is measured (idle).") var pid: Int32?
+    @Option(help: "PID of the proxy: its memory per session (idle), its CPU time per round trip (latency) and per login (logins).") var pid: Int32?
     @Option(help: "Commands in flight during the body fetches (sync).") var window = 16
     @Option(help: "CA file to verify the TLS server with (tls); without it, no verification.") var ca: String?
 
@@ -99,6 +99,7 @@ struct SluiceBench: AsyncParsableCommand {
         let connection = try await BenchConnection.connect(host: host, port: port, tls: nil, group: group)
         try await login(connection, user: user)
         var result: [String: String] = [:]
+        let cpuBefore = pid.flatMap(cpuTime(of:))
         for (key, command) in [("flags", "UID FETCH 1 (FLAGS)"), ("noop", "NOOP")] {
             var samples: [Double] = []
             samples.reserveCapacity(count)
@@ -113,12 +114,16 @@ struct SluiceBench: AsyncParsableCommand {
                 result["\(key)_\(name)_us"] = format(samples[min(samples.count - 1, Int(Double(samples.count) * q))])
             }
         }
+        if let cpuBefore, let cpuAfter = pid.flatMap(cpuTime(of:)) {
+            result.merge(cpuAfter.since(cpuBefore).perOperation(2 * count, name: "round_trip")) { $1 }
+        }
         await connection.close()
         return result
     }
 
     /// Logins per second and p99 login latency (connect to LOGIN OK).
     private func logins(group: EventLoopGroup) async throws -> [String: String] {
+        let cpuBefore = pid.flatMap(cpuTime(of:))
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
         let started = DispatchTime.now().uptimeNanoseconds
         let perClient = try await withThrowingTaskGroup(of: [Double].self) { tasks in
@@ -148,11 +153,17 @@ struct SluiceBench: AsyncParsableCommand {
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         let samples = perClient.flatMap { $0 }.sorted()
         guard !samples.isEmpty else { throw BenchError("no login completed") }
-        return [
+        var result = [
             "logins_per_s": format(Double(samples.count) / elapsed),
             "login_p99_us": format(samples[min(samples.count - 1, Int(Double(samples.count) * 0.99))]),
             "logins": "\(samples.count)",
         ]
+        // Sessions end after their LOGOUT answer: let the proxy finish closing them.
+        try await Task.sleep(nanoseconds: 200_000_000)
+        if let cpuBefore, let cpuAfter = pid.flatMap(cpuTime(of:)) {
+            result.merge(cpuAfter.since(cpuBefore).perOperation(samples.count, name: "login")) { $1 }
+        }
+        return result
     }
 
     /// Memory of `--pid` per idle session (after − before, divided by N).
@@ -219,6 +230,51 @@ struct SluiceBench: AsyncParsableCommand {
     private func format(_ value: Double) -> String {
         String(Double(Int((value * 10).rounded())) / 10)
     }
+}
+
+/// CPU time a process has used, all its threads (from /proc).
+struct CPUTime {
+    /// On-CPU nanoseconds, summed over /proc/PID/task/*/schedstat (exact).
+    var nanoseconds: Double
+    /// User and system time from /proc/PID/stat (clock ticks, 10 ms: a split, not a measure).
+    var userTicks: Double
+    var systemTicks: Double
+
+    func since(_ earlier: CPUTime) -> CPUTime {
+        CPUTime(nanoseconds: nanoseconds - earlier.nanoseconds, userTicks: userTicks - earlier.userTicks,
+                systemTicks: systemTicks - earlier.systemTicks)
+    }
+
+    /// `proxy_cpu_us_per_NAME` and its user share, for JSON.
+    func perOperation(_ operations: Int, name: String) -> [String: String] {
+        guard operations > 0 else { return [:] }
+        let ticks = userTicks + systemTicks
+        let micros = nanoseconds / 1000 / Double(operations)
+        var result = ["proxy_cpu_us_per_\(name)": String(Double(Int((micros * 10).rounded())) / 10)]
+        if ticks > 0 {
+            result["proxy_user_share"] = String(Double(Int((userTicks / ticks * 100).rounded())) / 100)
+        }
+        return result
+    }
+}
+
+func cpuTime(of pid: Int32) -> CPUTime? {
+    guard let stat = readProc("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+    // Fields after "(comm)": state is field 3, utime 14, stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    guard let directory = opendir("/proc/\(pid)/task") else { return nil }
+    defer { closedir(directory) }
+    var nanoseconds = 0.0
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        guard name.first?.isNumber == true, let schedstat = readProc("/proc/\(pid)/task/\(name)/schedstat"),
+              let first = schedstat.split(separator: " ").first, let value = Double(first) else { continue }
+        nanoseconds += value
+    }
+    return CPUTime(nanoseconds: nanoseconds, userTicks: user, systemTicks: system)
 }
 
 /// RSS and PSS of a process in KiB (from /proc).
