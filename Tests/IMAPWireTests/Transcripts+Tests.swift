@@ -70,6 +70,25 @@ struct TranscriptTests {
         }
     }
 
+    @Test("secondWordIs agrees with secondWord on every recorded line", arguments: Transcript.all())
+    func secondWordInPlace(transcript: Transcript) throws {
+        let words: [StaticString] = ["OK", "NO", "BAD", "BYE", "LOGIN", "AUTHENTICATE", "COMPRESS", "STARTTLS", "FETCH", "1"]
+        for (peer, bytes) in [(IMAPPeer.client, transcript.client), (.server, transcript.server)] {
+            var framer = IMAPFramer(peer: peer)
+            var buffer = ByteBuffer(bytes: bytes)
+            var checked = 0
+            while let event = try framer.next(&buffer) {
+                guard case .line(let segment) = event, segment.isFrameStart else { continue }
+                let word = segment.secondWord
+                for candidate in words {
+                    #expect(segment.secondWordIs(candidate) == (word == "\(candidate)"), "\(String(buffer: segment.bytes))")
+                }
+                checked += 1
+            }
+            #expect(checked > 0)
+        }
+    }
+
     @Test("every command meets its tagged response; known frames are understood", arguments: Transcript.all())
     func semantics(transcript: Transcript) throws {
         let commands = try decodeFrames(transcript.client, peer: .client)

@@ -94,6 +94,24 @@ public struct LineSegment: Sendable {
             return word
         }
     }
+
+    /// Whether `secondWord` is `word` (given in upper case), compared in
+    /// place: no string is made, so a relay can ask this of every frame.
+    public func secondWordIs(_ word: StaticString) -> Bool {
+        guard isFrameStart, let firstSpace else { return false }
+        return bytes.withUnsafeReadableBytes { raw -> Bool in
+            var stop = min(secondSpace ?? raw.count, raw.count)
+            while stop > firstSpace + 1 && (raw[stop - 1] == 0x0A || raw[stop - 1] == 0x0D) { stop -= 1 }
+            let start = firstSpace + 1
+            guard stop - start == word.utf8CodeUnitCount else { return false }
+            return word.withUTF8Buffer { expected -> Bool in
+                for index in 0..<expected.count where FrameHead.upper(raw[start + index]) != expected[index] {
+                    return false
+                }
+                return true
+            }
+        }
+    }
 }
 
 /// What the framer hands out, in stream order.

@@ -723,11 +723,11 @@ final class ProxySession {
                     continue
                 }
                 if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
-                    if segment.secondWord == "COMPRESS" {
+                    if segment.secondWordIs("COMPRESS") {
                         queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
                         continue
                     }
-                    if configuration.mode == .transparent, segment.secondWord == "STARTTLS" {
+                    if configuration.mode == .transparent, segment.secondWordIs("STARTTLS") {
                         queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
                         continue
                     }
@@ -931,7 +931,7 @@ final class ProxySession {
             switch event {
             case .line(let segment):
                 if segment.isFrameStart {
-                    if segment.kind == .untaggedResponse, segment.secondWord == "BYE" {
+                    if segment.kind == .untaggedResponse, segment.secondWordIs("BYE") {
                         upstreamSaidBye = true
                     } else if segment.kind == .taggedResponse {
                         commandsInFlight = max(0, commandsInFlight - 1)
@@ -994,7 +994,7 @@ final class ProxySession {
     /// Transparent mode: remember who logs in (for the session log) from a
     /// LOGIN line or AUTHENTICATE PLAIN with an initial response.
     private func noteTransparentLogin(_ segment: LineSegment) {
-        guard segment.secondWord == "LOGIN" || segment.secondWord == "AUTHENTICATE" else { return }
+        guard segment.secondWordIs("LOGIN") || segment.secondWordIs("AUTHENTICATE") else { return }
         transparentLoginTag = segment.tag
         guard segment.endsFrame else { return }
         let frame = Frame(kind: .command, segments: [segment.bytes], literals: [], offset: 0,
@@ -1019,7 +1019,7 @@ final class ProxySession {
         transparentLoginTag = nil
         let name = pendingTransparentUser
         pendingTransparentUser = nil
-        guard segment.secondWord == "OK" else { return }
+        guard segment.secondWordIs("OK") else { return }
         let known = name ?? "(unknown)"
         user = known
         logger[metadataKey: "imap.user"] = "\(known)"

@@ -209,6 +209,28 @@ struct IMAPFramerTests {
         #expect(last.endsFrame && String(buffer: last.bytes) == ")\r\n")
     }
 
+    @Test("secondWordIs matches the second word in place, in any case, and nothing longer or shorter")
+    func secondWordInPlace() throws {
+        let cases: [(String, IMAPPeer, StaticString, Bool)] = [
+            ("* bye Logging out\r\n", .server, "BYE", true),
+            ("* BYE\r\n", .server, "BYE", true),
+            ("* BYEX now\r\n", .server, "BYE", false),
+            ("* BY now\r\n", .server, "BYE", false),
+            ("a1 OK done\r\n", .server, "OK", true),
+            ("a1 Compress DEFLATE\r\n", .client, "COMPRESS", true),
+            ("a1 COMPRESS\r\n", .client, "COMPRESS", true),
+            ("a1 NOOP\r\n", .client, "COMPRESS", false),
+            ("+ go ahead\r\n", .server, "GO", true),
+        ]
+        for (line, peer, word, expected) in cases {
+            var framer = IMAPFramer(peer: peer)
+            var buffer = ByteBuffer(string: line)
+            guard case .line(let segment) = try framer.next(&buffer) else { Issue.record("no line: \(line)"); continue }
+            #expect(segment.secondWordIs(word) == expected, "\(line)")
+            #expect(segment.secondWordIs(word) == (segment.secondWord == "\(word)"), "\(line): agrees with secondWord")
+        }
+    }
+
     @Test("a large literal is not captured by the decoder beyond its limit")
     func uncapturedLiteral() throws {
         let body = String(repeating: "x", count: 100_000)
