@@ -17,13 +17,15 @@ import Glibc
 struct SluiceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "IMAP load generator: fetch-large, latency, logins, idle, sync, tls.")
+        abstract: "IMAP load generator: fetch-large, latency, logins, idle, sync, tls; and nio-relay, a reference relay.")
 
     enum Scenario: String, ExpressibleByArgument, CaseIterable {
         case fetchLarge = "fetch-large", latency, logins, idle, sync, tls
+        /// Not a scenario: runs a minimal NIO relay on --host/--port to --upstream-port until killed.
+        case nioRelay = "nio-relay"
     }
 
-    @Argument(help: "fetch-large, latency, logins, idle, sync or tls")
+    @Argument(help: "fetch-large, latency, logins, idle, sync, tls; or nio-relay (a reference relay, runs until killed)")
     var scenario: Scenario
 
     @Option(help: "Server or proxy address.") var host = "127.0.0.1"
@@ -44,6 +46,7 @@ struct SluiceBench: AsyncParsableCommand {
     @Option(help: "PID of the proxy: its memory per session (idle), its CPU time per round trip (latency) and per login (logins).") var pid: Int32?
     @Option(help: "Commands in flight during the body fetches (sync).") var window = 16
     @Option(help: "CA file to verify the TLS server with (tls); without it, no verification.") var ca: String?
+    @Option(help: "Port of the server the relay forwards to, on --host (nio-relay).") var upstreamPort: Int?
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
@@ -58,6 +61,11 @@ struct SluiceBench: AsyncParsableCommand {
         case .logins: result = try await logins(group: group)
         case .idle: result = try await idle(group: group)
         case .sync: result = try await sync(group: group)
+        case .nioRelay:
+            guard let upstreamPort else { throw ValidationError("nio-relay needs --upstream-port") }
+            try await NIORelay.run(listenHost: host, listenPort: port,
+                                   upstream: try SocketAddress(ipAddress: host, port: upstreamPort))
+            return
         }
         var line = "{\"scenario\":\"\(scenario.rawValue)\",\"target\":\"\(label)\""
         for (key, value) in result.sorted(by: { $0.key < $1.key }) { line += ",\"\(key)\":\(value)" }
