@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import ssl
 import subprocess
 import sys
@@ -361,31 +362,8 @@ def main():
         check("untrusted upstream certificate is refused when verifying",
               lambda: _assert(b"a NO [UNAVAILABLE]" in login_reply(sluice, "alice", "secret-alice")))
 
-    fake_port, stop_fake = fake_upstream_cutting_fetch()
-    with Sluice(upstream=f"{HOST}:{fake_port}") as sluice:
-        def upstream_disconnect_mid_fetch():
-            s = socket.create_connection((HOST, sluice.port), timeout=10)
-            read_until(s, rb"\r\n")
-            s.sendall(b"a LOGIN alice pw\r\nb FETCH 1 BODY[]\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            head, _, rest = data.partition(b"* 1 FETCH (BODY[] {100000}\r\n")
-            assert rest, f"no FETCH literal: {data[:300]!r}"
-            literal, after = rest[:100000], rest[100000:]
-            assert literal == b"y" * 1000 + b" " * 99000, "the literal was not completed with padding"
-            # The response is left without its ")" (visibly truncated), then BYE.
-            assert re.fullmatch(rb"\r\n\* BYE \[UNAVAILABLE\][^\r\n]*\r\n", after), after
-            assert b"b OK" not in data
-            # The proxy is still up and serves the next client.
-            reply = login_reply(sluice, "alice", "pw")
-            assert b"a OK" in reply, reply
-        check("upstream disconnect in the middle of a FETCH literal: client gets * BYE; the proxy stays up",
-              upstream_disconnect_mid_fetch)
-    stop_fake()
+    for reset in (False, True):
+        upstream_cut_mid_fetch_tests(reset)
 
     configuration_tests()
     routing_map_tests()
@@ -413,8 +391,38 @@ def message_count():
     return int(re.search(rb"MESSAGES (\d+)", data).group(1))
 
 
-def fake_upstream_cutting_fetch():
-    """A server that logs anyone in, then dies 1000 bytes into a FETCH literal."""
+def upstream_cut_mid_fetch_tests(reset):
+    fake_port, stop_fake = fake_upstream_cutting_fetch(reset)
+    how = "aborted (RST)" if reset else "closed"
+    with Sluice(upstream=f"{HOST}:{fake_port}") as sluice:
+        def upstream_disconnect_mid_fetch():
+            s = socket.create_connection((HOST, sluice.port), timeout=10)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice pw\r\nb FETCH 1 BODY[]\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, rest = data.partition(b"* 1 FETCH (BODY[] {100000}\r\n")
+            assert rest, f"no FETCH literal: {data[:300]!r}"
+            literal, after = rest[:100000], rest[100000:]
+            assert literal == b"y" * 1000 + b" " * 99000, "the literal was not completed with padding"
+            # The response is left without its ")" (visibly truncated), then BYE.
+            assert re.fullmatch(rb"\r\n\* BYE \[UNAVAILABLE\][^\r\n]*\r\n", after), after
+            assert b"b OK" not in data
+            # The proxy is still up and serves the next client.
+            reply = login_reply(sluice, "alice", "pw")
+            assert b"a OK" in reply, reply
+        check(f"upstream connection {how} in the middle of a FETCH literal: literal padded, * BYE; the proxy stays up",
+              upstream_disconnect_mid_fetch)
+    stop_fake()
+
+
+def fake_upstream_cutting_fetch(reset=False):
+    """A server that logs anyone in, then dies 1000 bytes into a FETCH literal
+    (closing its connection, or with `reset` aborting it: an RST)."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((HOST, 0))
@@ -435,6 +443,9 @@ def fake_upstream_cutting_fetch():
                     tag = line.split(b" ")[0]
                     if b" FETCH " in line:
                         conn.sendall(b"* 1 FETCH (BODY[] {100000}\r\n" + b"y" * 1000)
+                        if reset:
+                            time.sleep(0.2)  # let the proxy read the bytes first
+                            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         return
                     conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1 IDLE] done\r\n")
 

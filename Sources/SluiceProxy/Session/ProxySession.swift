@@ -508,19 +508,28 @@ final class ProxySession {
         case .loggingIn:
             loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream closed during login")
         case .relay:
-            endReason = upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection"
-            if !upstreamSaidBye {
-                endUpstreamFrameForBye()
-                localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
-                flushLocalResponses()
-            }
-            phase = .closed
-            // The session ends (and leaves the registry) when the client's
-            // connection closes, after what is queued for it has gone out.
-            closeClientWhenWritten()
+            upstreamEnded(reason: upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection")
         case .preAuth, .loginFailed, .closed:
             break
         }
+    }
+
+    /// The upstream's stream is over (closed, or failed) during the relay:
+    /// what was relayed reaches the client, a response cut inside a literal
+    /// is made unmistakably incomplete, and the client gets a BYE unless the
+    /// upstream said one.
+    private func upstreamEnded(reason: String) {
+        endReason = reason
+        if !upstreamSaidBye {
+            endUpstreamFrameForBye()
+            localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
+            flushLocalResponses()
+        }
+        phase = .closed
+        closingUpstream = true
+        // The session ends (and leaves the registry) when the client's
+        // connection closes, after what is queued for it has gone out.
+        closeClientWhenWritten()
     }
 
     /// The upstream died inside a response: bring the client's parser to a
@@ -603,9 +612,14 @@ final class ProxySession {
     private var closingUpstream = false
 
     func upstreamError(_ error: Error) {
-        if phase == .loggingIn {
+        switch phase {
+        case .loggingIn:
             loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream error: \(error)")
-        } else {
+        case .relay:
+            // A reset mid-response is the server going away, as a close is.
+            upstreamEnded(reason: "upstream error: \(error)")
+            upstreamChannel?.close(promise: nil)
+        case .connecting, .preAuth, .loginFailed, .closed:
             endReason = "upstream error: \(error)"
             closeBoth()
         }
