@@ -371,6 +371,7 @@ def main():
     transparent_mode_tests()
     graceful_shutdown_tests()
     idle_timeout_tests()
+    client_limit_tests()
     rules_tests()
     utf8_accept_tests()
 
@@ -418,6 +419,59 @@ def upstream_cut_mid_fetch_tests(reset):
         check(f"upstream connection {how} in the middle of a FETCH literal: literal padded, * BYE; the proxy stays up",
               upstream_disconnect_mid_fetch)
     stop_fake()
+
+
+def client_limit_tests():
+    """A client that breaks a limit after login gets BAD and * BYE, also
+    while a response to it is still streaming."""
+    reseed()
+    work = os.path.join(DOVECOT_DIR, "limit-tests")
+    os.makedirs(work, exist_ok=True)
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}" }}]
+upstream: {{ address: "{HOST}:{PORT}" }}
+limits: {{ max_line_length: 4KiB }}
+""")
+    with Sluice(config=config, port=port) as sluice:
+        def logged_in(slow=False):
+            s = socket.create_connection((HOST, sluice.port), timeout=30)
+            if slow:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice secret-alice\r\nb SELECT INBOX\r\n")
+            read_until(s, rb"b OK[^\r\n]*\r\n")
+            return s
+
+        def read_to_end(s):
+            data = bytearray()
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    return bytes(data)
+                data += chunk
+
+        def long_line_after_login():
+            s = logged_in()
+            s.sendall(b"c NOOP " + b"x" * 5000 + b"\r\n")
+            data = read_to_end(s)
+            assert re.fullmatch(rb"c BAD [^\r\n]*\r\n\* BYE [^\r\n]*\r\n", data), data
+        check("a client line over max_line_length after login gets BAD and * BYE", long_line_after_login)
+
+        def long_line_during_fetch():
+            s = logged_in(slow=True)
+            s.sendall(b"c FETCH * BODY.PEEK[]\r\n")
+            time.sleep(0.5)  # the FETCH is under way, held back by the slow reader
+            s.sendall(b"d NOOP " + b"x" * 5000 + b"\r\n")
+            data = read_to_end(s)
+            head, _, rest = data.partition(b" FETCH (BODY[] {")
+            size = int(rest[:rest.index(b"}")])
+            body = rest[rest.index(b"}\r\n") + 3:]
+            assert len(body) >= size, (len(body), size)
+            # The literal is completed (padding), the response left open, then the answers.
+            assert re.fullmatch(rb"\r\nd BAD [^\r\n]*\r\n\* BYE [^\r\n]*\r\n", body[size:]), body[size:][:200]
+        check("a client line over max_line_length during a large FETCH: literal completed, then BAD and * BYE",
+              long_line_during_fetch)
 
 
 def fake_upstream_cutting_fetch(reset=False):

@@ -286,8 +286,11 @@ final class ProxySession {
         } catch let error as IMAPFramingError {
             endReason = "client framing error: \(error.hint)"
             let answer = error.tag.map { "\($0) BAD \(error.hint)\r\n" } ?? ""
+            // A response still streaming to the client is cut where it is
+            // (made visibly incomplete) so that the answer can follow.
+            if phase == .relay { endUpstreamFrameForBye() }
             queueLocalResponse(ByteBuffer(string: answer + "* BYE \(error.hint)\r\n"))
-            closeBoth()
+            closeWhenWritten()
         } catch {
             endReason = "client error: \(error)"
             closeBoth()
@@ -598,10 +601,7 @@ final class ProxySession {
         guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
         endReason = "server shutting down"
         queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n"))
-        phase = .closed
-        closingUpstream = true
-        upstreamChannel?.close(promise: nil)
-        closeClientWhenWritten()
+        closeWhenWritten()
     }
 
     /// The upstream sent `* BYE` (after LOGOUT, or shutting down): its
@@ -1102,6 +1102,16 @@ final class ProxySession {
             limit.cancel()
             channel.close(promise: nil)
         }
+    }
+
+    /// Ends the session after the proxy's last answer: the upstream closes
+    /// now, the client once that answer and all before it are written.
+    private func closeWhenWritten() {
+        phase = .closed
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        flushLocalResponses()
+        closeClientWhenWritten()
     }
 
     private func closeBoth() {
