@@ -39,19 +39,24 @@ struct UpstreamConnectTests {
 
 /// The client's address reaches Dovecot (which trusts loopback, see
 /// scripts/dovecot-instance) through the ID command before login.
-@Suite("Client address forwarding (real Dovecot)",
+@Suite("Client address forwarding (real Dovecot)", .serialized,
        .enabled(if: dovecotPort != nil && dovecotDirectory != nil, "needs DOVECOT_PORT and DOVECOT_DIR (scripts/test)"))
 struct ClientAddressForwardingTests {
     /// Dovecot's login lines for `user` so far.
     private func loginLines(user: String) -> [String] {
+        logLines(containing: "Login: user=<\(user)>")
+    }
+
+    /// Lines of Dovecot's log that contain `needle`.
+    private func logLines(containing needle: String) -> [String] {
         guard let file = fopen(dovecotDirectory! + "/dovecot.log", "r") else { return [] }
         defer { fclose(file) }
         var lines: [String] = []
         var line: UnsafeMutablePointer<CChar>?
         var capacity = 0
-        while getline(&line, &capacity, file) > 0 {
-            let text = String(cString: line!)
-            if text.contains("Login: user=<\(user)>") { lines.append(text) }
+        while getline(&line, &capacity, file) > 0, let line {
+            let text = String(cString: line)
+            if text.contains(needle) { lines.append(text) }
         }
         free(line)
         return lines
@@ -76,6 +81,33 @@ struct ClientAddressForwardingTests {
         }
         Issue.record("no login line for carol in dovecot.log")
         return ""
+    }
+
+    @Test("the client's own ID reaches Dovecot; its forged x-originating-ip does not")
+    func forwardsClientID() async throws {
+        let configuration = liveConfiguration(upstream: .init(host: "127.0.0.1", port: dovecotPort!))
+        let marker = "LiveIDTest\(UInt32.random(in: 0...UInt32.max))"
+        let before = loginLines(user: "carol").count
+        try await withLiveProxy(configuration: configuration) { port in
+            let client = try LineClient(port: port, from: "127.0.0.4")
+            _ = try client.readUntil(lineStarting: "* OK")
+            client.send("i ID (\"name\" \"\(marker)\" \"x-originating-ip\" \"198.51.100.66\")\r\n")
+            _ = try client.readUntil(lineStarting: "i ")
+            client.send("a LOGIN carol secret-carol\r\n")
+            #expect(try client.readUntil(lineStarting: "a ").contains("a OK [CAPABILITY"))
+            client.send("b LOGOUT\r\n")
+            _ = try client.readUntil(lineStarting: "b ")
+        }
+        var idLine: String?
+        for _ in 0..<50 where idLine == nil {  // Dovecot's log process writes asynchronously
+            idLine = logLines(containing: marker).first
+            if idLine == nil { usleep(100_000) }
+        }
+        // imap_id_log = * (scripts/test): Dovecot logs the ID fields it received.
+        #expect(idLine != nil, "Dovecot did not log the client's ID name")
+        #expect(idLine.map { !$0.contains("198.51.100.66") } ?? false, "the client's x-originating-ip was forwarded")
+        let login = loginLines(user: "carol").dropFirst(before).first ?? ""
+        #expect(login.contains("rip=127.0.0.4,"), "\(login)")
     }
 
     @Test("on by default: Dovecot logs the client's address, not the proxy's; off: the proxy's")

@@ -83,4 +83,30 @@ struct UpstreamLoginTests {
         let plain = try receive("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n", &noID)
         #expect(sent(plain.last) == "sluice1 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")
     }
+
+    @Test("the client's own ID fields go first; x- fields, oversized, non-ASCII and surplus fields stay behind")
+    func forwardsClientID() throws {
+        typealias Field = IDParameters.Field
+        var fields = [
+            Field(key: "name", value: "Thunderbird"),
+            Field(key: "X-Originating-IP", value: "198.51.100.66"),  // would be taken as the proxy's word
+            Field(key: "x-session-id", value: "forged"),
+            Field(key: "os", value: nil),
+            Field(key: "support-url", value: "mailto:\"help\"\\desk"),
+            Field(key: String(repeating: "k", count: 31), value: "too long a name"),
+            Field(key: "command", value: String(repeating: "v", count: 1025)),
+            Field(key: "vendor", value: "Müller"),
+            Field(key: "line", value: "a\r\nb"),
+        ]
+        let kept = ForwardedAddresses.forwardable(fields)
+        #expect(kept == [fields[0], fields[3], fields[4]])
+        let forward = ForwardedAddresses(clientIP: "192.0.2.7", clientPort: 50123, localIP: "192.0.2.1", localPort: 143,
+                                         clientFields: kept)
+        #expect(forward.idParameters == "(\"name\" \"Thunderbird\" \"os\" NIL \"support-url\" \"mailto:\\\"help\\\"\\\\desk\" "
+                + "\"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"50123\" "
+                + "\"x-connected-ip\" \"192.0.2.1\" \"x-connected-port\" \"143\")")
+        // RFC 2971: 30 pairs at most, four of them the proxy's.
+        fields = (1...40).map { Field(key: "f\($0)", value: "v") }
+        #expect(ForwardedAddresses.forwardable(fields).count == 26)
+    }
 }

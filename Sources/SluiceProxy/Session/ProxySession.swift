@@ -396,7 +396,8 @@ final class ProxySession {
         routeGroups = route.groups
         let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
         let forward = upstream.forwardClientAddress
-            ? ForwardedAddresses(client: clientChannel.remoteAddress, local: clientChannel.localAddress) : nil
+            ? ForwardedAddresses(client: clientChannel.remoteAddress, local: clientChannel.localAddress,
+                                 clientID: preAuth.clientID) : nil
         upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
                                                   useStartTLS: upstream.security == .starttls, learnDelimiter: learn,
                                                   forward: forward)

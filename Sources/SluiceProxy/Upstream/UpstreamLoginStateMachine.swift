@@ -272,19 +272,55 @@ struct ForwardedAddresses: Equatable {
     /// The address the client connected to (the proxy's listener).
     var localIP: String
     var localPort: Int
+    /// What the client said of itself in its own `ID` before login (name,
+    /// version, os, …), passed on as Dovecot's proxy does with
+    /// `imap_id_retain`; already sifted by `forwardable(_:)`.
+    var clientFields: [IDParameters.Field] = []
 
-    /// The parenthesized list of `ID` (RFC 2971); addresses and ports need no escaping.
+    /// The parenthesized list of `ID` (RFC 2971): the client's fields, then
+    /// the proxy's. Addresses and ports need no escaping.
     var idParameters: String {
-        "(\"x-originating-ip\" \"\(clientIP)\" \"x-originating-port\" \"\(clientPort)\" "
+        var text = "("
+        for field in clientFields {
+            text += ForwardedAddresses.quoted(field.key) + " " + (field.value.map(ForwardedAddresses.quoted) ?? "NIL") + " "
+        }
+        return text + "\"x-originating-ip\" \"\(clientIP)\" \"x-originating-port\" \"\(clientPort)\" "
             + "\"x-connected-ip\" \"\(localIP)\" \"x-connected-port\" \"\(localPort)\")"
+    }
+
+    /// The client's fields that may go upstream. `x-` fields never do: a
+    /// server that trusts the proxy would take a client's own
+    /// `x-originating-ip` (or session id) as the proxy's word. The rest must
+    /// fit RFC 2971 §3.3 — names up to 30 octets, values up to 1,024, 30
+    /// pairs in all (four are the proxy's) — and be printable ASCII, so they
+    /// travel as quoted strings; fields that do not are left out.
+    static func forwardable(_ fields: [IDParameters.Field]) -> [IDParameters.Field] {
+        let printable = { (text: String) in text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F } }
+        let kept = fields.filter { field in
+            let key = field.key
+            guard (1...30).contains(key.utf8.count), printable(key), !key.lowercased().hasPrefix("x-") else { return false }
+            guard let value = field.value else { return true }
+            return value.utf8.count <= 1024 && printable(value)
+        }
+        return Array(kept.prefix(26))
+    }
+
+    private static func quoted(_ text: String) -> String {
+        var result = "\""
+        for character in text.unicodeScalars {
+            if character == "\"" || character == "\\" { result += "\\" }
+            result.unicodeScalars.append(character)
+        }
+        return result + "\""
     }
 }
 
 extension ForwardedAddresses {
     /// `nil` unless both are IP socket addresses.
-    init?(client: SocketAddress?, local: SocketAddress?) {
+    init?(client: SocketAddress?, local: SocketAddress?, clientID: IDParameters? = nil) {
         guard let clientIP = client?.ipAddress, let clientPort = client?.port,
               let localIP = local?.ipAddress, let localPort = local?.port else { return nil }
-        self.init(clientIP: clientIP, clientPort: clientPort, localIP: localIP, localPort: localPort)
+        self.init(clientIP: clientIP, clientPort: clientPort, localIP: localIP, localPort: localPort,
+                  clientFields: ForwardedAddresses.forwardable(clientID?.fields ?? []))
     }
 }

@@ -8,6 +8,11 @@ public struct IDParameters: Hashable, Sendable {
     public struct Field: Hashable, Sendable {
         public var key: String
         public var value: String?
+
+        public init(key: String, value: String?) {
+            self.key = key
+            self.value = value
+        }
     }
 
     /// The fields in order; empty for `NIL`.
