@@ -527,13 +527,10 @@ final class ProxySession {
         if !upstreamSaidBye {
             endUpstreamFrameForBye()
             localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
-            flushLocalResponses()
         }
-        phase = .closed
-        closingUpstream = true
         // The session ends (and leaves the registry) when the client's
         // connection closes, after what is queued for it has gone out.
-        closeClientWhenWritten()
+        closeWhenWritten()
     }
 
     /// The upstream died inside a response: bring the client's parser to a
@@ -619,7 +616,6 @@ final class ProxySession {
         case .relay:
             // A reset mid-response is the server going away, as a close is.
             upstreamEnded(reason: "upstream error: \(error)")
-            upstreamChannel?.close(promise: nil)
         case .connecting, .preAuth, .loginFailed, .closed:
             endReason = "upstream error: \(error)"
             closeBoth()
