@@ -235,9 +235,11 @@ struct SluiceBench: AsyncParsableCommand {
         return userPrefix + String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 
-    private func format(_ value: Double) -> String {
-        String(Double(Int((value * 10).rounded())) / 10)
-    }
+}
+
+/// A figure for the JSON line, to one decimal.
+func format(_ value: Double) -> String {
+    String(Double(Int((value * 10).rounded())) / 10)
 }
 
 /// CPU time a process has used, all its threads (from /proc).
@@ -253,14 +255,14 @@ struct CPUTime {
                 systemTicks: systemTicks - earlier.systemTicks)
     }
 
-    /// `proxy_cpu_us_per_NAME` and its user share, for JSON.
+    /// `proxy_cpu_us_per_NAME` and the user share of it in per cent, for JSON.
     func perOperation(_ operations: Int, name: String) -> [String: String] {
         guard operations > 0 else { return [:] }
         let ticks = userTicks + systemTicks
         let micros = nanoseconds / 1000 / Double(operations)
-        var result = ["proxy_cpu_us_per_\(name)": String(Double(Int((micros * 10).rounded())) / 10)]
+        var result = ["proxy_cpu_us_per_\(name)": format(micros)]
         if ticks > 0 {
-            result["proxy_user_share"] = String(Double(Int((userTicks / ticks * 100).rounded())) / 100)
+            result["proxy_user_share"] = format(userTicks / ticks * 100)
         }
         return result
     }
