@@ -58,6 +58,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "IMAPWire",
+                "SluiceFilters",
                 "SluiceProxy",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,11 +1,6 @@
 import IMAPWire
 import Logging
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import SluiceFilters
 
 /// Writes one line per log event to standard error, laid out like
 /// swift-log's `StreamLogHandler` (`time level label : key=value … [source]
@@ -25,7 +20,7 @@ struct TextLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = LogTimestamp.now() + " \(event.level) " + label + " :"
+        var line = UTCTimestamp.now() + " \(event.level) " + label + " :"
         for (key, value) in merged(metadata, event.metadata) {
             line += " " + key + "=" + logfmtValue("\(value)")
         }
@@ -46,7 +41,7 @@ struct JSONLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = "{\"time\":" + FrameReport.jsonString(LogTimestamp.now()) + ",\"level\":\"\(event.level)\",\"message\":"
+        var line = "{\"time\":" + FrameReport.jsonString(UTCTimestamp.now()) + ",\"level\":\"\(event.level)\",\"message\":"
             + FrameReport.jsonString(event.message.description)
         for (key, value) in merged(metadata, event.metadata) {
             line += "," + FrameReport.jsonString(key) + ":" + FrameReport.jsonString("\(value)")
@@ -86,38 +81,4 @@ private func merged(_ base: Logger.Metadata, _ extra: Logger.Metadata?) -> [(key
     var fields = base
     if let extra { fields.merge(extra) { $1 } }
     return fields.sorted { $0.key < $1.key }
-}
-
-/// ISO 8601 in UTC with milliseconds: `2026-11-25T19:50:57.123Z`.
-enum LogTimestamp {
-    static func now() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var time = tm()
-        var seconds = now.tv_sec
-        gmtime_r(&seconds, &time)
-        var text = ""
-        text.reserveCapacity(24)
-        append(Int(time.tm_year) + 1900, digits: 4, to: &text)
-        text += "-"
-        append(Int(time.tm_mon) + 1, digits: 2, to: &text)
-        text += "-"
-        append(Int(time.tm_mday), digits: 2, to: &text)
-        text += "T"
-        append(Int(time.tm_hour), digits: 2, to: &text)
-        text += ":"
-        append(Int(time.tm_min), digits: 2, to: &text)
-        text += ":"
-        append(Int(time.tm_sec), digits: 2, to: &text)
-        text += "."
-        append(Int(now.tv_nsec) / 1_000_000, digits: 3, to: &text)
-        text += "Z"
-        return text
-    }
-
-    private static func append(_ value: Int, digits: Int, to text: inout String) {
-        let decimal = String(value)
-        if decimal.utf8.count < digits { text += String(repeating: "0", count: digits - decimal.utf8.count) }
-        text += decimal
-    }
 }

@@ -86,24 +86,11 @@ public struct AuditFilter: Filter {
                        started: NIODeadline) {
         let milliseconds = Double((NIODeadline.now() - started).nanoseconds) / 1e6
         var fields: [(String, String)] = [
-            ("time", AuditFilter.timestamp()), ("user", context.user), ("client", context.clientAddress ?? "-"),
+            ("time", UTCTimestamp.now()), ("user", context.user), ("client", context.clientAddress ?? "-"),
             ("command", command),
         ]
         if let name = mailbox?.displayName(utf8: context.utf8Enabled) ?? mailbox?.description { fields.append(("mailbox", name)) }
         fields += [("result", result), ("answered_by", by), ("duration_ms", String((milliseconds * 1000).rounded() / 1000))]
         log.write("{" + fields.map { FrameReport.jsonString($0.0) + ":" + FrameReport.jsonString($0.1) }.joined(separator: ",") + "}")
-    }
-
-    static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var time = tm()
-        var seconds = now.tv_sec
-        gmtime_r(&seconds, &time)
-        var buffer = [CChar](repeating: 0, count: 32)
-        strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &time)
-        let millis = Int(now.tv_nsec / 1_000_000)
-        let fraction = String(millis + 1000).dropFirst()
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + ".\(fraction)Z"
     }
 }
