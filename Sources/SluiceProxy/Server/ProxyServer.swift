@@ -133,7 +133,10 @@ public final class ProxyServer: Sendable {
                         // Registered only once it is set up: a failure above leaves nothing behind.
                         let bound = NIOLoopBound(session, eventLoop: channel.eventLoop)
                         sessions.add(id, SessionRegistry.Handle(eventLoop: channel.eventLoop, session: bound))
-                        session.onEnd = { sessions.remove(id) }
+                        // The session is open as long as its client connection, including one
+                        // closed before it became active (no channelInactive then, so the session
+                        // never ends by itself, and a graceful shutdown would wait for it).
+                        channel.closeFuture.whenComplete { _ in sessions.remove(id) }
                     } catch {
                         var address = "-"
                         if let remote = channel.remoteAddress, let ip = remote.ipAddress, let port = remote.port {

@@ -54,8 +54,6 @@ final class ProxySession {
     private(set) var clientReadPending = false
     private(set) var upstreamReadPending = false
 
-    /// Called once when the session has ended (the server's registry).
-    var onEnd: (() -> Void)?
 
     private let capabilityRewriter: CapabilityRewriter
     /// The rules' filter chains for this user; `nil` when none apply (then
@@ -1135,8 +1133,6 @@ final class ProxySession {
             "duration.seconds": "\((duration * 1000).rounded() / 1000)",
             "reason": "\(reason)",
         ])
-        onEnd?()
-        onEnd = nil
     }
 
     private var ended = false
