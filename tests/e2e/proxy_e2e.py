@@ -425,14 +425,7 @@ def client_limit_tests():
     """A client that breaks a limit after login gets BAD and * BYE, also
     while a response to it is still streaming."""
     reseed()
-    work = os.path.join(DOVECOT_DIR, "limit-tests")
-    os.makedirs(work, exist_ok=True)
-    port = free_port()
-    config = write(os.path.join(work, "sluice.yaml"), f"""
-listeners: [{{ address: "{HOST}:{port}" }}]
-upstream: {{ address: "{HOST}:{PORT}" }}
-limits: {{ max_line_length: 4KiB }}
-""")
+    config, port = plain_proxy_config("limit-tests", "limits: { max_line_length: 4KiB }")
     with Sluice(config=config, port=port) as sluice:
         def logged_in(slow=False):
             s = socket.create_connection((HOST, sluice.port), timeout=30)
@@ -523,6 +516,20 @@ def write(path, text):
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+def plain_proxy_config(name, extra):
+    """A configuration file in DOVECOT_DIR/NAME: a plain listener on a free
+    port in front of the test Dovecot, plus `extra` YAML. Returns (path, port)."""
+    work = os.path.join(DOVECOT_DIR, name)
+    os.makedirs(work, exist_ok=True)
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}" }}]
+upstream: {{ address: "{HOST}:{PORT}" }}
+{extra}
+""")
+    return config, port
 
 
 def configuration_tests():
@@ -763,14 +770,7 @@ upstream: {{ address: "{HOST}:{PORT}" }}
 
 
 def transparent_mode_tests():
-    work = os.path.join(DOVECOT_DIR, "transparent-tests")
-    os.makedirs(work, exist_ok=True)
-    port = free_port()
-    config = write(os.path.join(work, "sluice.yaml"), f"""
-mode: transparent
-listeners: [{{ address: "{HOST}:{port}" }}]
-upstream: {{ address: "{HOST}:{PORT}" }}
-""")
+    config, port = plain_proxy_config("transparent-tests", "mode: transparent")
     with Sluice(config=config, port=port) as sluice:
         def greeting_is_upstreams():
             s = socket.create_connection((HOST, port), timeout=10)
@@ -853,14 +853,7 @@ def graceful_shutdown_tests():
 
 def idle_timeout_tests():
     reseed()
-    work = os.path.join(DOVECOT_DIR, "idle-tests")
-    os.makedirs(work, exist_ok=True)
-    port = free_port()
-    config = write(os.path.join(work, "sluice.yaml"), f"""
-listeners: [{{ address: "{HOST}:{port}" }}]
-upstream: {{ address: "{HOST}:{PORT}" }}
-timeouts: {{ idle: 2s }}
-""")
+    config, port = plain_proxy_config("idle-tests", "timeouts: { idle: 2s }")
     with Sluice(config=config, port=port) as sluice:
         def long_idle_outlives_timeout():
             idler = socket.create_connection((HOST, port), timeout=20)
