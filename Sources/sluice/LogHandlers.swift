@@ -9,15 +9,10 @@ import SluiceFilters
 /// a line is written, not re-rendered on every change (a session sets three
 /// keys as it learns them), and the time is UTC, so no time-zone file is
 /// consulted (glibc's `localtime` checks /etc/localtime on every call).
-struct TextLogHandler: LogHandler {
+struct TextLogHandler: LineLogHandler {
     let label: String
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
 
     func log(event: LogEvent) {
         var line = UTCTimestamp.now() + " \(event.level) " + label + " :"
@@ -30,15 +25,10 @@ struct TextLogHandler: LogHandler {
 }
 
 /// Writes one JSON object per log line to standard error.
-struct JSONLogHandler: LogHandler {
+struct JSONLogHandler: LineLogHandler {
     let label: String
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
 
     func log(event: LogEvent) {
         var line = "{\"time\":" + FrameReport.jsonString(UTCTimestamp.now()) + ",\"level\":\"\(event.level)\",\"message\":"
@@ -47,6 +37,17 @@ struct JSONLogHandler: LogHandler {
             line += "," + FrameReport.jsonString(key) + ":" + FrameReport.jsonString("\(value)")
         }
         printError(line + "}")
+    }
+}
+
+/// What both handlers share: a line per event to standard error, with the
+/// handler's metadata under the event's.
+protocol LineLogHandler: LogHandler {}
+
+extension LineLogHandler {
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
     }
 }
 
