@@ -60,6 +60,37 @@ public struct IMAPLimits: Hashable, Sendable {
         maxTokensPerFrame: 4_000_000
     )
 
+    /// A client before login. Credentials are small, but the line must fit a
+    /// maximal RFC 2971 `ID`: 30 pairs of a 30-octet field and a 1,024-octet
+    /// value, quoted (about 32 KiB; Dovecot's imaptest `id` test sends it).
+    public static let preAuth = IMAPLimits(
+        maxLineLength: 40 * 1024,
+        maxFrameTextLength: 48 * 1024,
+        maxLiteralSize: 8 * 1024,
+        maxLiteralsPerFrame: 64,
+        maxNestingDepth: 4,
+        maxTokensPerFrame: 256
+    )
+
+    /// The upstream until its login completed: greeting, CAPABILITY, ID and
+    /// the login's answer are a few hundred bytes each. A hostile upstream
+    /// must not make the proxy buffer megabytes per waiting client (review F6).
+    public static let upstreamLogin = IMAPLimits(
+        maxLineLength: 64 * 1024,
+        maxFrameTextLength: 128 * 1024,
+        maxLiteralSize: 64 * 1024,
+        maxLiteralsPerFrame: 64,
+        maxNestingDepth: 8,
+        maxTokensPerFrame: 4096
+    )
+
+    /// Bytes of commands and responses one session may hold for its filters
+    /// at a time (frames a rule selected, collected whole before it runs).
+    /// Past it the command is refused (`BAD`) or the response cut with a BYE
+    /// (review S10: before, a MULTIAPPEND of 1,024 collected literals could
+    /// hold 64 MiB).
+    public static let maxCollectedBytes = 4 * 1024 * 1024
+
     /// The largest literal size any IMAP peer may announce: RFC 3501 `number`
     /// is a 32-bit unsigned integer.
     public static let absoluteMaxLiteralSize = UInt64(UInt32.max)

@@ -67,6 +67,10 @@ public struct IMAPFrameDecoder: Sendable {
         return awaitingContinuation
     }
 
+    /// The frame read so far while it waits for a literal (its lines up to
+    /// the announcement), or `nil` between frames.
+    public var frameInProgress: Frame? { partial }
+
     /// The client's synchronizing literal was refused; see `IMAPFramer.abandonLiteral()`.
     /// Returns the frame as it stands (without the literal's bytes).
     public mutating func abandonLiteral() -> Frame? {

@@ -35,6 +35,20 @@ public struct MailboxName: Hashable, Sendable {
     public var isInbox: Bool {
         bytes.count == 5 && bytes.map(FrameHead.upper) == Array("INBOX".utf8)
     }
+
+    /// The name with a leading `INBOX` component spelled in upper case.
+    /// Servers treat INBOX's hierarchy case-insensitively too (Dovecot opens
+    /// `inbox.Private` as `INBOX.Private`), so rules must compare names in
+    /// this form (review S6). With an unknown delimiter both `.` and `/` count.
+    public func canonicalInbox(delimiter: UInt8?) -> MailboxName {
+        guard bytes.count >= 5, bytes[0..<5].map(FrameHead.upper) == Array("INBOX".utf8) else { return self }
+        if bytes.count > 5 {
+            let next = bytes[5]
+            let isDelimiter = delimiter.map { next == $0 } ?? (next == UInt8(ascii: ".") || next == UInt8(ascii: "/"))
+            guard isDelimiter else { return self }
+        }
+        return MailboxName(bytes: Array("INBOX".utf8) + bytes[5...])
+    }
 }
 
 extension MailboxName: CustomStringConvertible {

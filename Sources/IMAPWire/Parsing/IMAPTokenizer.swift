@@ -8,15 +8,21 @@ struct IMAPTokenizer {
     private let literalPositions: [Int]
     private let literals: [FrameLiteral]
     private let limits: IMAPLimits
+    /// A `[` with no closing `]` is an ordinary atom byte (server output:
+    /// Dovecot writes a mailbox `Secret[x` as an atom). Commands stay strict:
+    /// what the proxy cannot read there is refused (DESIGN principle 5).
+    private let openBracketIsAtomByte: Bool
     private(set) var position: Int
     private var nextLiteral = 0
     private var tokenCount = 0
 
-    init(text: FrameText, literals: [FrameLiteral], limits: IMAPLimits, start: Int = 0) {
+    init(text: FrameText, literals: [FrameLiteral], limits: IMAPLimits, start: Int = 0,
+         openBracketIsAtomByte: Bool = false) {
         self.text = text.bytes
         self.literalPositions = text.literalPositions
         self.literals = literals
         self.limits = limits
+        self.openBracketIsAtomByte = openBracketIsAtomByte
         self.position = start
         while nextLiteral < literalPositions.count && literalPositions[nextLiteral] < start { nextLiteral += 1 }
     }
@@ -44,8 +50,22 @@ struct IMAPTokenizer {
         return position > start ? Array(text[start..<position]) : nil
     }
 
-    private var atLiteral: Bool {
-        nextLiteral < literalPositions.count && literalPositions[nextLiteral] == position
+    private var atLiteral: Bool { isLiteral(at: position) }
+
+    /// Whether the next literal sits at `offset`. The position never steps
+    /// over a literal's place: every skip of more than the current byte asks
+    /// this first, or `nextLiteral` would never be consumed and the text would
+    /// be read past its end (the trap of `a NOOP "\{1}` CRLF `Z""`).
+    private func isLiteral(at offset: Int) -> Bool {
+        nextLiteral < literalPositions.count && literalPositions[nextLiteral] == offset
+    }
+
+    /// Skips the byte after a backslash inside a quoted string, or `false`
+    /// when there is none to skip (end of text, or a literal's place).
+    private mutating func skipEscaped() -> Bool {
+        guard position + 1 < text.count, !isLiteral(at: position + 1) else { return false }
+        position += 1
+        return true
     }
 
     private mutating func skipSpaces() {
@@ -68,6 +88,7 @@ struct IMAPTokenizer {
             let literal = literals[index]
             return .literal(index: index, size: literal.header.size, bytes: literal.bytes)
         }
+        guard position < text.count else { throw IMAPParseError(.unexpectedEnd, offset: position) }
         switch text[position] {
         case UInt8(ascii: "("):
             return try list(depth: depth + 1)
@@ -112,9 +133,7 @@ struct IMAPTokenizer {
                 position += 1
                 return .quoted(value)
             }
-            if byte == UInt8(ascii: "\\") && position + 1 < text.count {
-                position += 1
-            }
+            if byte == UInt8(ascii: "\\") && !skipEscaped() { break }
             value.append(text[position])
             position += 1
         }
@@ -131,7 +150,13 @@ struct IMAPTokenizer {
             if byte == 0x20 || byte == UInt8(ascii: "(") || byte == UInt8(ascii: ")") { break }
             if byte == UInt8(ascii: "\"") && position > start { break }
             if byte == UInt8(ascii: "[") {
-                try skipSection()
+                let open = position
+                do {
+                    try skipSection()
+                } catch {
+                    guard openBracketIsAtomByte else { throw error }
+                    position = open + 1
+                }
                 continue
             }
             if byte < 0x20 || byte == 0x7F {
@@ -140,6 +165,7 @@ struct IMAPTokenizer {
             position += 1
         }
         if position == start {
+            guard position < text.count else { throw IMAPParseError(.unexpectedEnd, offset: position) }
             throw IMAPParseError(.unexpectedByte(text[position]), offset: position)
         }
         let bytes = Array(text[start..<position])
@@ -159,7 +185,13 @@ struct IMAPTokenizer {
             let byte = text[position]
             position += 1
             if inQuote {
-                if byte == UInt8(ascii: "\\") { position += 1 } else if byte == UInt8(ascii: "\"") { inQuote = false }
+                if byte == UInt8(ascii: "\\") {
+                    position -= 1
+                    guard skipEscaped() else { break }
+                    position += 1
+                } else if byte == UInt8(ascii: "\"") {
+                    inQuote = false
+                }
                 continue
             }
             switch byte {

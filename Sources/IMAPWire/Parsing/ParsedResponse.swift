@@ -58,7 +58,7 @@ extension Frame {
             if start < bytes.count && bytes[start] == 0x20 { start += 1 }
             return .continuation(ResponseText(parsing: bytes[min(start, bytes.count)...], limits: limits))
         case .taggedResponse, .untaggedResponse:
-            var tokenizer = IMAPTokenizer(text: text, literals: literals, limits: limits)
+            var tokenizer = IMAPTokenizer(text: text, literals: literals, limits: limits, openBracketIsAtomByte: true)
             guard let tagBytes = tokenizer.word(), var word = tokenizer.word() else {
                 throw IMAPParseError(.missingTagOrName, offset: tokenizer.position)
             }
