@@ -10,6 +10,7 @@ import NIOCore
 /// and the extensions the client enabled. Filters keep their own per-session
 /// state in `storage`.
 public final class FilterContext {
+    /// What is selected. See `state` and `confirmedState` for which moment each describes.
     public enum State: Equatable, Sendable {
         case authenticated
         /// `mailbox` as the client named it.
@@ -20,13 +21,26 @@ public final class FilterContext {
     public let user: String
     /// `HOST:PORT` of the client.
     public let clientAddress: String?
+    /// The state the command being decided will run in on the server: after
+    /// every SELECT, EXAMINE, CLOSE and UNSELECT sent before it, as if they
+    /// succeed. A pipelined `SELECT Secret` + `FETCH` is judged in `Secret`
+    /// (review S5). If such a SELECT fails, the server has no mailbox
+    /// selected (RFC 9051 §6.3.2), where every command that acts on a
+    /// selected mailbox fails anyway: judging it in the expected mailbox can
+    /// refuse a command the server would refuse too, never pass one it runs.
     public internal(set) var state: State = .authenticated
+    /// The state the server's tagged answers have confirmed so far (equal to
+    /// `state` when no state-changing command is in flight).
+    public internal(set) var confirmedState: State = .authenticated
+    /// State-changing commands sent and not yet answered.
+    var stateChangesInFlight = 0
     /// UTF8=ACCEPT is enabled: mailbox names are UTF-8 on the wire, not modified UTF-7.
     public internal(set) var utf8Enabled = false
     /// Commands sent upstream and not yet answered, oldest first. Under
     /// pipelining several are in flight; an untagged response may belong to
     /// any of them.
-    public internal(set) var inFlight: [InFlightCommand] = []
+    /// A ring buffer: appending and answering the oldest are O(1) (review S9).
+    public internal(set) var inFlight = CircularBuffer<InFlightCommand>(initialCapacity: 8)
     /// The upstream's hierarchy delimiter, once a LIST response showed it.
     public internal(set) var hierarchyDelimiter: UInt8?
     /// The upstream's capabilities after login (before any filter changed them).

@@ -107,6 +107,15 @@ public final class FilterEngine {
     /// A command no filter selected went upstream as it was.
     public func commandPassed(tag: String, name: String) {
         context.inFlight.append(InFlightCommand(tag: tag, name: name))
+        let base = name.hasPrefix("UID ") ? String(name.dropFirst(4)) : name
+        if base == "CLOSE" || base == "UNSELECT" { stateChangeSent(.authenticated) }
+    }
+
+    /// A command that changes the selected state went upstream: commands
+    /// behind it are judged in the state it leads to.
+    private func stateChangeSent(_ state: FilterContext.State) {
+        context.stateChangesInFlight += 1
+        context.state = state
     }
 
     public enum CommandDecision {
@@ -117,14 +126,20 @@ public final class FilterEngine {
     }
 
     /// Runs the command chain over a collected command frame.
+    ///
+    /// A selected command that does not parse is refused here, never
+    /// forwarded (DESIGN principle 5): the server may read what the proxy
+    /// could not (Dovecot ignores trailing arguments, so `DELETE Secret x[`
+    /// deleted `Secret` under a deny rule).
     public func process(command frame: Frame, streamedLiteral: LiteralHeader?) -> CommandDecision {
         let parsed: ParsedCommand
         do {
             parsed = try frame.command()
         } catch {
-            // Unparseable but framed: the upstream answers it (BAD), as it would directly.
-            if let tag = frame.tag, let name = frame.name { commandPassed(tag: tag, name: name) }
-            return .forwardOriginal
+            context.logger.notice("selected command refused: it does not parse", metadata: [
+                "imap.command": "\(frame.name ?? "-")", "parse.error": "\(error.hint)",
+            ])
+            return .respond(ByteBuffer(string: "\(frame.tag ?? "*") BAD \(error.hint).\r\n"))
         }
         let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral)
         let outcome = runCommand(command, from: 0)
@@ -135,6 +150,15 @@ public final class FilterEngine {
                 entry.mailbox = MailboxArguments.first(of: command.parsed)
             }
             context.inFlight.append(entry)
+            switch command.baseName {
+            case "SELECT", "EXAMINE":
+                let mailbox = entry.mailbox ?? MailboxName(bytes: [])
+                stateChangeSent(.selected(mailbox: mailbox, readOnly: command.baseName == "EXAMINE"))
+            case "CLOSE", "UNSELECT":
+                stateChangeSent(.authenticated)
+            default:
+                break
+            }
             return command.isRewritten ? .forwardRewritten(command.parsed) : .forwardOriginal
         case .reply(let reply):
             return .respond(ByteBuffer(string: "\(parsed.tag) \(reply)\r\n"))
@@ -174,7 +198,31 @@ public final class FilterEngine {
 
     /// A tagged response went to the client unfiltered.
     public func taggedResponsePassed(tag: String) {
-        if let index = context.inFlight.firstIndex(where: { $0.tag == tag }) { context.inFlight.remove(at: index) }
+        guard let index = context.inFlight.firstIndex(where: { $0.tag == tag }) else { return }
+        let command = removeInFlight(at: index)
+        switch command.baseName {
+        case "SELECT", "EXAMINE", "CLOSE", "UNSELECT":
+            // Answered without being tracked (unparseable): what the server
+            // did is unknown until the next state change; assume the worst
+            // case that is still consistent, no mailbox selected.
+            stateChangeAnswered(.authenticated)
+        default:
+            break
+        }
+    }
+
+    /// Answers come in order almost always: the oldest leaves in O(1).
+    @discardableResult
+    private func removeInFlight(at index: CircularBuffer<InFlightCommand>.Index) -> InFlightCommand {
+        index == context.inFlight.startIndex ? context.inFlight.removeFirst() : context.inFlight.remove(at: index)
+    }
+
+    /// A state-changing command was answered: once none is left in flight,
+    /// the state commands run in is the confirmed one.
+    private func stateChangeAnswered(_ confirmed: FilterContext.State) {
+        context.confirmedState = confirmed
+        context.stateChangesInFlight = max(0, context.stateChangesInFlight - 1)
+        if context.stateChangesInFlight == 0 { context.state = confirmed }
     }
 
     public enum ResponseDecision {
@@ -184,17 +232,34 @@ public final class FilterEngine {
     }
 
     /// Runs the response chain over a collected response frame.
+    ///
+    /// An untagged response a filter selected and that does not parse is
+    /// dropped and logged (a hiding rule cannot tell whether it names a
+    /// hidden mailbox); a tagged one still reaches the client, which waits
+    /// for it.
     public func process(response frame: Frame) -> ResponseDecision {
-        guard let parsed = try? frame.response() else {
-            if frame.kind == .taggedResponse, let tag = frame.tag { taggedResponsePassed(tag: tag) }
-            return .forwardOriginal
+        let parsed: ParsedResponse
+        do {
+            parsed = try frame.response()
+        } catch {
+            if frame.kind == .taggedResponse, let tag = frame.tag {
+                taggedResponsePassed(tag: tag)
+                return .forwardOriginal
+            }
+            guard let name = frame.name, selectedByFilter(untagged: name) else { return .forwardOriginal }
+            context.logger.notice("selected response dropped: it does not parse", metadata: [
+                "imap.response": "\(name)", "parse.error": "\(error.hint)",
+            ])
+            return .drop
         }
         var command: InFlightCommand?
         if frame.kind == .taggedResponse, let tag = frame.tag { command = context.command(tagged: tag) }
         track(parsed, command: command)
         let response = ServerResponse(parsed: parsed, original: frame, command: command)
         let outcome = runResponse(response, from: filters.count - 1)
-        if let command { taggedResponsePassed(tag: command.tag) }
+        if let command, let index = context.inFlight.firstIndex(where: { $0.tag == command.tag }) {
+            removeInFlight(at: index)
+        }
         switch outcome {
         case .forward(let response):
             guard response.isRewritten else { return .forwardOriginal }
@@ -209,6 +274,11 @@ public final class FilterEngine {
             FilterEngine.append(tail, to: &bytes, utf8: context.utf8Enabled)
             return bytes.readableBytes == 0 ? .drop : .forwardRewritten(bytes)
         }
+    }
+
+    /// Whether some filter (not only the engine's own tracking) selects this untagged response.
+    private func selectedByFilter(untagged name: String) -> Bool {
+        responseSelections.contains { $0.untagged.contains(name) }
     }
 
     private static func containsForward(_ outcomes: [ResponseOutcome]) -> Bool {
@@ -274,12 +344,12 @@ public final class FilterEngine {
             case "SELECT", "EXAMINE":
                 if status.status == .ok, let mailbox = command.mailbox {
                     let readOnly = status.text.code?.name == "READ-ONLY" || command.baseName == "EXAMINE"
-                    context.state = .selected(mailbox: mailbox, readOnly: readOnly)
+                    stateChangeAnswered(.selected(mailbox: mailbox, readOnly: readOnly))
                 } else {
-                    context.state = .authenticated  // a failed SELECT leaves no mailbox selected
+                    stateChangeAnswered(.authenticated)  // a failed SELECT leaves no mailbox selected
                 }
             case "CLOSE", "UNSELECT":
-                if status.status == .ok { context.state = .authenticated }
+                stateChangeAnswered(status.status == .ok ? .authenticated : context.confirmedState)
             default:
                 break
             }

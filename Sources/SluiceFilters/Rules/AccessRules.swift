@@ -17,19 +17,35 @@ public struct DenyCommandsFilter: Filter {
 
     public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
         if mailboxes.isEmpty { return .reply(reply) }
-        let named = MailboxArguments.names.contains(command.baseName)
-            ? MailboxArguments.all(of: command.parsed) : currentMailbox(context)
+        guard let named = mailboxesActedOn(by: command, context: context) else {
+            return .reply(.bad("Mailbox name could not be read."))
+        }
         let hit = named.contains { mailbox in
-            guard let name = mailbox.displayName(utf8: context.utf8Enabled) else { return false }
+            let canonical = mailbox.canonicalInbox(delimiter: context.hierarchyDelimiter)
+            // A name that does not decode cannot be shown not to match: refused.
+            guard let name = canonical.displayName(utf8: context.utf8Enabled) else { return true }
             return mailboxes.contains { $0.matches(name) }
         }
         return hit ? .reply(reply) : next(command, context)
     }
 
-    /// Commands without a mailbox argument (EXPUNGE, STORE, FETCH …) act on the selected mailbox.
-    private func currentMailbox(_ context: FilterContext) -> [MailboxName] {
-        if case .selected(let mailbox, _) = context.state { return [mailbox] }
-        return []
+    /// The mailboxes `command` acts on: those it names (URLs included), and
+    /// the selected one for commands that act on it (EXPUNGE, STORE,
+    /// FETCH …, and COPY/MOVE, which read it). `nil` when a name cannot be
+    /// read. The selected mailbox is the one the command will run in
+    /// (`FilterContext.state`), so a pipelined SELECT counts.
+    private func mailboxesActedOn(by command: ClientCommand, context: FilterContext) -> [MailboxName]? {
+        let base = command.baseName
+        let namesMailboxes = MailboxArguments.names.contains(base) || MailboxArguments.urlCommands.contains(base)
+        var result: [MailboxName] = []
+        if namesMailboxes {
+            guard let named = MailboxArguments.referenced(by: command.parsed) else { return nil }
+            result = named
+        }
+        if !namesMailboxes || base == "COPY" || base == "MOVE", case .selected(let mailbox, _) = context.state {
+            result.append(mailbox)
+        }
+        return result
     }
 }
 
@@ -39,7 +55,7 @@ public struct DenyCommandsFilter: Filter {
 public struct ReadOnlyFilter: Filter {
     public static let mutatingCommands: Set<String> = [
         "STORE", "EXPUNGE", "APPEND", "COPY", "MOVE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
-        "SETMETADATA", "SETACL", "DELETEACL", "SETQUOTA",
+        "SETMETADATA", "SETACL", "DELETEACL", "SETQUOTA", "GENURLAUTH", "RESETKEY", "REPLACE",
     ]
 
     public init() {}

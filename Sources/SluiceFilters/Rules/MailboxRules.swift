@@ -150,7 +150,7 @@ public struct HideMailboxesFilter: Filter {
 
     public init(patterns: [Glob]) { self.patterns = patterns }
 
-    public var commands: CommandSelection { .named(MailboxArguments.names) }
+    public var commands: CommandSelection { .named(MailboxArguments.names.union(MailboxArguments.urlCommands)) }
     public var responses: ResponseSelection {
         ResponseSelection(untagged: ["LIST", "LSUB", "STATUS"], taggedFor: .named(["LIST", "LSUB"]))
     }
@@ -160,17 +160,24 @@ public struct HideMailboxesFilter: Filter {
         var responses: [(response: ServerResponse, list: ListResponse, hidden: Bool)] = []
     }
 
-    func isHidden(_ mailbox: MailboxName, utf8: Bool) -> Bool {
+    /// Whether `mailbox` is hidden: compared with INBOX's hierarchy in
+    /// upper case, and decoded from modified UTF-7 / UTF-8. A name that does
+    /// not decode counts as hidden (fail closed).
+    func isHidden(_ mailbox: MailboxName, context: FilterContext) -> Bool {
         guard !mailbox.isInbox else { return false }
+        let mailbox = mailbox.canonicalInbox(delimiter: context.hierarchyDelimiter)
         if mailbox.bytes.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: "&") }) {
             return mailbox.bytes.withUnsafeBufferPointer { bytes in patterns.contains { $0.matches(bytes: bytes) } }
         }
-        guard let name = mailbox.displayName(utf8: utf8) else { return false }
+        guard let name = mailbox.displayName(utf8: context.utf8Enabled) else { return true }
         return patterns.contains { $0.matches(name) }
     }
 
     public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
-        if MailboxArguments.all(of: command.parsed).contains(where: { isHidden($0, utf8: context.utf8Enabled) }) {
+        guard let named = MailboxArguments.referenced(by: command.parsed) else {
+            return .reply(.bad("Mailbox name could not be read."))
+        }
+        if named.contains(where: { isHidden($0, context: context) }) {
             return .reply(.no("NONEXISTENT", "Mailbox does not exist."))
         }
         return next(command, context)
@@ -189,13 +196,14 @@ public struct HideMailboxesFilter: Filter {
         }
         guard case .data(let data) = response.parsed else { return next(response, context) }
         if data.name == "STATUS" {
-            if let bytes = data.arguments.first?.stringBytes, isHidden(MailboxName(bytes: bytes), utf8: context.utf8Enabled) {
+            if let bytes = data.arguments.first?.stringBytes, isHidden(MailboxName(bytes: bytes), context: context) {
                 return .drop
             }
             return next(response, context)
         }
-        guard let list = ListResponse(data) else { return next(response, context) }
-        held.responses.append((response, list, isHidden(list.mailbox, utf8: context.utf8Enabled)))
+        // A LIST line this rule cannot read may name a hidden mailbox: dropped.
+        guard let list = ListResponse(data) else { return .drop }
+        held.responses.append((response, list, isHidden(list.mailbox, context: context)))
         if held.responses.count >= HideMailboxesFilter.maxHeld {
             return .sequence(release(held, next: next, context: context))
         }

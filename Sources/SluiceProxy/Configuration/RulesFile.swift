@@ -92,7 +92,7 @@ enum RulesReader {
                 }
                 reply = parsed
             }
-            let mailboxes = fields["mailboxes"].map { $0.listOrSingle().compactMap { $0.nonEmptyString() }.map { Glob($0) } } ?? []
+            let mailboxes = fields["mailboxes"].map { $0.listOrSingle().compactMap { $0.nonEmptyString() }.map(mailboxGlob) } ?? []
             return DenyCommandsFilter(names: names, mailboxes: mailboxes, reply: reply)
         case "read_only":
             guard let flag = value.bool() else { return nil }
@@ -114,7 +114,7 @@ enum RulesReader {
         case "hide_mailboxes":
             let patterns = value.listOrSingle().compactMap { $0.nonEmptyString() }
             if patterns.contains(where: { $0.uppercased() == "INBOX" }) { value.report("INBOX cannot be hidden") }
-            return HideMailboxesFilter(patterns: patterns.map { Glob($0) })
+            return HideMailboxesFilter(patterns: patterns.map(mailboxGlob))
         case "capabilities":
             guard let parts = value.fields(["remove", "add"]) else { return nil }
             let remove = parts["remove"].map { $0.listOrSingle().compactMap { $0.nonEmptyString() } } ?? []
@@ -188,4 +188,12 @@ public struct LoginRewrite: Sendable {
         guard let groups = regex.wholeMatch(name) else { return nil }
         return RoutingMap.substitute(template, groups: groups)
     }
+}
+
+/// A mailbox pattern as rules compare it: names are matched with a leading
+/// INBOX component in upper case (`MailboxName.canonicalInbox`), so the
+/// pattern is written the same way.
+func mailboxGlob(_ pattern: String) -> Glob {
+    let canonical = MailboxName(bytes: Array(pattern.utf8)).canonicalInbox(delimiter: nil)
+    return Glob(String(decoding: canonical.bytes, as: UTF8.self))
 }

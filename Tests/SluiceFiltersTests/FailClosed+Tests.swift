@@ -1,0 +1,136 @@
+import IMAPWire
+import Logging
+import NIOCore
+import Testing
+@testable import SluiceFilters
+
+/// Rules under attack (reviews F1, F2, S5, S6): what a rule cannot read is
+/// refused, pipelined commands are judged in the state they will run in,
+/// and mailbox names are compared the way the server compares them.
+@Suite("Filter engine: fail closed")
+struct FailClosedTests {
+    private func frame(_ text: String, peer: IMAPPeer) throws -> Frame {
+        var decoder = IMAPFrameDecoder(peer: peer)
+        var buffer = ByteBuffer(string: text)
+        return try #require(try decoder.next(&buffer))
+    }
+
+    private func engine(_ filters: [any Filter]) throws -> FilterEngine {
+        let set = FilterSet(filters.map { FilterSet.Entry(filter: $0) })
+        return try #require(set.engine(user: "u", clientAddress: nil, upstreamCapabilities: [], logger: Logger(label: "test")))
+    }
+
+    /// The proxy's own answer to `line`, or `nil` when it is forwarded.
+    private func answer(_ engine: FilterEngine, _ line: String) throws -> String? {
+        switch engine.process(command: try frame(line, peer: .client), streamedLiteral: nil) {
+        case .respond(let bytes): return String(buffer: bytes)
+        case .forwardOriginal, .forwardRewritten: return nil
+        }
+    }
+
+    static let deep = String(repeating: "(", count: 40) + "ALL" + String(repeating: ")", count: 40)
+
+    @Test("a selected command that does not parse is answered BAD, never forwarded", arguments: [
+        ("a DELETE Secret x[\r\n", "a BAD Unterminated [."),
+        ("a SELECT INBOX x[\r\n", "a BAD Unterminated [."),
+        ("a STORE 1 +FLAGS.SILENT (\\Deleted) x[\r\n", "a BAD Unterminated [."),
+        ("a EXPUNGE x[\r\n", "a BAD Unterminated [."),
+        ("a SEARCH \(deep)\r\n", "a BAD Lists nested deeper than 32 levels."),
+        ("a DELETE \"Secret\r\n", "a BAD Unterminated quoted string."),
+        ("a DELETE Secret )\r\n", "a BAD Unbalanced parenthesis."),
+    ])
+    func unparseableRefused(line: String, expected: String) throws {
+        let engine = try engine([DenyCommandsFilter(names: ["DELETE", "SEARCH"], mailboxes: [Glob("Nothing")]),
+                                 ReadOnlyFilter(), HideMailboxesFilter(patterns: [Glob("Secret*")])])
+        #expect(try answer(engine, line) == expected + "\r\n")
+        #expect(engine.context.inFlight.isEmpty)
+    }
+
+    @Test("an unparseable LIST line a hiding rule selected is dropped; one no rule selected passes")
+    func unparseableListDropped() throws {
+        let hiding = try engine([HideMailboxesFilter(patterns: [Glob("Secret*")])])
+        let broken = try frame("* LIST (\\HasNoChildren \".\" \"Secret\r\n", peer: .server)
+        guard case .drop = hiding.process(response: broken) else { Issue.record("forwarded"); return }
+
+        let other = try engine([DenyCommandsFilter(names: ["DELETE"])])
+        guard case .forwardOriginal = other.process(response: broken) else { Issue.record("not forwarded"); return }
+    }
+
+    @Test("a hidden mailbox whose name holds an unclosed [ stays hidden in LIST")
+    func bracketNameHidden() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret*")])])
+        _ = try answer(engine, "l LIST \"\" *\r\n")
+        _ = engine.process(response: try frame("* LIST (\\HasNoChildren) \".\" Secret[x\r\n", peer: .server))
+        _ = engine.process(response: try frame("* LIST (\\HasNoChildren) \".\" INBOX\r\n", peer: .server))
+        guard case .forwardRewritten(let bytes) = engine.process(response: try frame("l OK done\r\n", peer: .server)) else {
+            Issue.record("LIST not released"); return
+        }
+        #expect(String(buffer: bytes) == "* LIST (\\HasNoChildren) \".\" INBOX\r\nl OK done\r\n")
+    }
+
+    @Test("commands behind a pipelined SELECT are judged in the mailbox it selects")
+    func pipelinedSelect() throws {
+        let engine = try engine([DenyCommandsFilter(names: ["FETCH", "EXPUNGE"], mailboxes: [Glob("Secret*")])])
+        #expect(try answer(engine, "a SELECT Public\r\n") == nil)
+        #expect(try answer(engine, "b SELECT Secret\r\n") == nil)
+        #expect(try answer(engine, "c FETCH 1 BODY[]\r\n") == "c NO [NOPERM] Not allowed here.\r\n")
+        // The answers arrive; the state stays Secret (the last SELECT).
+        _ = engine.process(response: try frame("a OK [READ-WRITE] done\r\n", peer: .server))
+        #expect(try answer(engine, "d EXPUNGE\r\n") == "d NO [NOPERM] Not allowed here.\r\n")
+        _ = engine.process(response: try frame("b OK [READ-WRITE] done\r\n", peer: .server))
+        #expect(engine.context.confirmedState == engine.context.state)
+        // A pipelined SELECT away from Secret: the command behind it runs in Public.
+        #expect(try answer(engine, "e SELECT Public\r\n") == nil)
+        #expect(try answer(engine, "f EXPUNGE\r\n") == nil)
+        // CLOSE (not selected by any rule) also counts.
+        engine.commandPassed(tag: "g", name: "CLOSE")
+        #expect(engine.context.state == .authenticated)
+    }
+
+    @Test("INBOX's hierarchy matches whatever its case", arguments: ["inbox.Private", "Inbox.Private", "INBOX.Private"])
+    func inboxCase(name: String) throws {
+        let hide = try engine([HideMailboxesFilter(patterns: [Glob("INBOX.Private")])])
+        #expect(try answer(hide, "a SELECT \(name)\r\n") == "a NO [NONEXISTENT] Mailbox does not exist.\r\n")
+        let deny = try engine([DenyCommandsFilter(names: ["SELECT"], mailboxes: [Glob("INBOX.Private*")])])
+        #expect(try answer(deny, "a SELECT \(name)\r\n") == "a NO [NOPERM] Not allowed here.\r\n")
+        #expect(try answer(deny, "a SELECT INBOXPrivate\r\n") == nil)
+    }
+
+    @Test("mailboxes inside IMAP URLs are subject to hide and deny; unreadable URLs are refused", arguments: [
+        ("a APPEND Sent CATENATE (URL \"/INBOX.Private/;UID=1\")\r\n", "a NO [NONEXISTENT] Mailbox does not exist."),
+        ("a APPEND Sent CATENATE (TEXT {1+}\r\nx URL \"/inbox.Private;UIDVALIDITY=3/;UID=1\")\r\n", "a NO [NONEXISTENT] Mailbox does not exist."),
+        ("a APPEND Sent CATENATE (URL \"imap://u@host/INBOX%2EPrivate/;UID=1\")\r\n", "a NO [NONEXISTENT] Mailbox does not exist."),
+        ("a URLFETCH \"imap://u@host/INBOX.Private/;UID=1;URLAUTH=user+u:internal:0\"\r\n", "a NO [NONEXISTENT] Mailbox does not exist."),
+        ("a GENURLAUTH \"imap://u@host/INBOX.Private/;UID=1;URLAUTH=user+u\" INTERNAL\r\n", "a NO [NONEXISTENT] Mailbox does not exist."),
+        ("a APPEND Sent CATENATE (URL \"INBOX.Private\")\r\n", "a BAD Mailbox name could not be read."),
+        ("a APPEND Sent CATENATE (URL \"/%ZZ/;UID=1\")\r\n", "a BAD Mailbox name could not be read."),
+        ("a APPEND Sent CATENATE URL\r\n", "a BAD Mailbox name could not be read."),
+    ])
+    func urlMailboxes(line: String, expected: String) throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("INBOX.Private")])])
+        #expect(try answer(engine, line) == expected + "\r\n")
+    }
+
+    @Test("a CATENATE from a visible mailbox passes")
+    func visibleURL() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("INBOX.Private")])])
+        #expect(try answer(engine, "a APPEND Sent CATENATE (URL \"/INBOX/;UID=1\")\r\n") == nil)
+    }
+
+    @Test("deny with mailboxes: COPY reads the selected mailbox; a name that does not decode is refused")
+    func denyCopyAndUndecodable() throws {
+        let engine = try engine([DenyCommandsFilter(names: ["COPY", "SELECT"], mailboxes: [Glob("Secret*")])])
+        engine.commandPassed(tag: "x", name: "NOOP")
+        _ = engine.process(command: try frame("s EXAMINE Secret\r\n", peer: .client), streamedLiteral: nil)
+        #expect(try answer(engine, "c COPY 1 Public\r\n") == "c NO [NOPERM] Not allowed here.\r\n")
+        #expect(try answer(engine, "d SELECT &Jjo-&\r\n") == "d NO [NOPERM] Not allowed here.\r\n")
+    }
+
+    @Test("the in-flight queue drains in order at O(1) per command")
+    func inFlightQueue() throws {
+        let engine = try engine([DenyCommandsFilter(names: ["DELETE"])])
+        for index in 0..<10_000 { engine.commandPassed(tag: "t\(index)", name: "NOOP") }
+        for index in 0..<10_000 { engine.taggedResponsePassed(tag: "t\(index)") }
+        #expect(engine.context.inFlight.isEmpty)
+    }
+}
