@@ -47,6 +47,12 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .long, help: "Event-loop threads (default: one per core).")
     var threads: Int?
 
+    @Option(name: .customLong("login-failure-delay"), help: "Delay before a failed login is answered, e.g. 2s or 50ms (timeouts.login_failure_delay).")
+    var loginFailureDelay: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (log.level).")
+    var logLevel: ProxyConfiguration.LogLevel?
+
     func validate() throws {
         for address in listen { _ = try hostPort(address, option: "--listen") }
         if let upstream { _ = try hostPort(upstream, option: "--upstream") }
@@ -100,9 +106,14 @@ struct ConfigurationOptions: ParsableArguments {
                 flagIssue("--threads", "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
             }
         }
-        if let delay = getenv("SLUICE_LOGIN_FAILURE_DELAY_MS").flatMap({ Int64(String(cString: $0)) }) {
-            configuration.loginFailureDelay = .milliseconds(delay)
+        if let loginFailureDelay {
+            if let amount = ProxyConfiguration.duration(loginFailureDelay) {
+                configuration.loginFailureDelay = amount
+            } else {
+                flagIssue("--login-failure-delay", "expected a duration such as 2s or 50ms, got \(loginFailureDelay)")
+            }
         }
+        if let logLevel { configuration.logLevel = logLevel }
         issues += configuration.completenessIssues(file: config)
         if !issues.isEmpty { throw ConfigurationErrors(issues) }
         return configuration
@@ -135,8 +146,10 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let json = configuration.logFormat == .json
+        let level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
         LoggingSystem.bootstrap { label in
-            json ? JSONLogHandler(label: label) as any LogHandler : TextLogHandler(label: label)
+            json ? JSONLogHandler(label: label, logLevel: level) as any LogHandler
+                : TextLogHandler(label: label, logLevel: level)
         }
         let logger = Logger(label: "sluice")
         if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }
@@ -198,3 +211,6 @@ func raiseOpenFileLimit(logger: Logger) {
         logger.warning("could not raise the open-file limit", metadata: ["limit": "\(previous)", "sessions.max": "\(previous / 2)"])
     }
 }
+
+extension ProxyConfiguration.LogLevel: ExpressibleByArgument {}
+

@@ -85,7 +85,7 @@ struct ConfigurationFileTests {
         #expect(found == [
             "test.yaml:2: listeners[0].address: expected HOST:PORT, got 127.0.0.1",
             "test.yaml:5: upstream.address: an IPv6 address needs brackets, [ADDRESS]:PORT, got [::1:143",
-            "test.yaml:6: upstream.verfy: unknown key (expected one of: address, ca, forward_client_address, server_name, tls, verify)",
+            "test.yaml:6: upstream.verfy: unknown key (expected one of: address, ca, forward_client_address, server_name, tls, tls_min_version, verify)",
             "test.yaml:8: timeouts.idle: must be at least 1s (RFC 3501 asks for 30m)",
             "test.yaml:9: timeouts.connect: expected a duration such as 500ms, 30s, 10m or 1h, got soon",
             "test.yaml:11: limits.max_bad_commands: expected a whole number from 1 to 1000, got 0",

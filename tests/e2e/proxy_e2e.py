@@ -84,11 +84,12 @@ class Sluice:
         self.log = open(os.path.join(DOVECOT_DIR, f"sluice-{self.port}.log"), "w")
         listen = f"[{listen_host}]:{self.port}" if ":" in listen_host else f"{listen_host}:{self.port}"
         if config:
-            command = [SLUICE, "run", "--config", config, *arguments]
+            command = [SLUICE, "run", "--config", config, "--login-failure-delay", "50ms", *arguments]
         else:
             tls = [] if as_user else ["--cert", CERT, "--key", KEY]
-            command = [SLUICE, "run", "--listen", listen, "--upstream", upstream or f"{HOST}:{PORT}", *tls, *arguments]
-        env = dict(os.environ, SLUICE_LOGIN_FAILURE_DELAY_MS="50")
+            command = [SLUICE, "run", "--listen", listen, "--upstream", upstream or f"{HOST}:{PORT}",
+                       "--login-failure-delay", "50ms", *tls, *arguments]
+        env = dict(os.environ)
         account = None
         if as_user:
             import pwd

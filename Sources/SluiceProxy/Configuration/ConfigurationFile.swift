@@ -59,9 +59,14 @@ private struct FileReader {
             if list.isEmpty { value.report("needs at least one listener") }
             configuration.listeners = list.compactMap(listener)
         }
-        if let value = fields["tls"], let tls = value.fields(["certificates"]), let certificates = tls["certificates"]?.list() {
-            configuration.certificates = certificates.compactMap(certificate)
-            if certificates.isEmpty { tls["certificates"]?.report("needs at least one certificate") }
+        if let value = fields["tls"], let tls = value.fields(["certificates", "min_version"]) {
+            if let certificates = tls["certificates"]?.list() {
+                configuration.certificates = certificates.compactMap(certificate)
+                if certificates.isEmpty { tls["certificates"]?.report("needs at least one certificate") }
+            }
+            if let version = tls["min_version"]?.oneOf(ProxyConfiguration.TLSVersion.self) {
+                configuration.minimumTLSVersion = version
+            }
         }
         if let value = fields["upstream"], let upstream = upstream(value) {
             configuration.routing = .static(upstream)
@@ -79,8 +84,12 @@ private struct FileReader {
                 }
             }
         }
-        if let value = fields["timeouts"], let timeouts = value.fields(["pre_auth", "idle", "connect", "login_failure_delay", "shutdown_grace"]) {
-            if let amount = timeouts["pre_auth"]?.duration() { configuration.preAuthTimeout = amount }
+        if let value = fields["timeouts"], let timeouts = value.fields([
+            "pre_auth", "login", "upstream_login", "idle", "connect", "login_failure_delay", "shutdown_grace",
+        ]) {
+            if let amount = timeouts["pre_auth"]?.positiveDuration() { configuration.preAuthTimeout = amount }
+            if let amount = timeouts["login"]?.positiveDuration() { configuration.loginTimeout = amount }
+            if let amount = timeouts["upstream_login"]?.positiveDuration() { configuration.upstreamLoginTimeout = amount }
             if let amount = timeouts["idle"]?.duration() {
                 if amount < .seconds(1) { timeouts["idle"]?.report("must be at least 1s (RFC 3501 asks for 30m)") } else { configuration.idleTimeout = amount }
             }
@@ -90,9 +99,16 @@ private struct FileReader {
         }
         if let value = fields["limits"], let limits = value.fields([
             "max_bad_commands", "write_buffer_high_water_mark", "write_buffer_low_water_mark",
-            "max_line_length", "max_literal_size",
+            "max_line_length", "max_literal_size", "max_commands_in_flight", "max_connections", "max_connections_per_ip",
+            "max_login_penalty",
         ]) {
             if let count = limits["max_bad_commands"]?.int(in: 1...1000) { configuration.maxBadCommands = count }
+            if let count = limits["max_commands_in_flight"]?.int(in: 1...100_000) { configuration.maxCommandsInFlight = count }
+            if let count = limits["max_connections"]?.int(in: 0...10_000_000) { configuration.maxConnections = count == 0 ? nil : count }
+            if let count = limits["max_connections_per_ip"]?.int(in: 0...10_000_000) {
+                configuration.maxConnectionsPerIP = count == 0 ? nil : count
+            }
+            if let amount = limits["max_login_penalty"]?.duration() { configuration.maxLoginPenalty = amount }
             if let size = limits["write_buffer_high_water_mark"]?.byteSize(in: 4096...(64 << 20)) {
                 configuration.writeBufferHighWaterMark = size
             }
@@ -114,8 +130,9 @@ private struct FileReader {
             RulesReader.read(value, baseDirectory: baseDirectory, into: &configuration)
         }
         if let value = fields["threads"], let count = value.int(in: ProxyConfiguration.threadRange) { configuration.threads = count }
-        if let value = fields["log"], let log = value.fields(["format"]) {
+        if let value = fields["log"], let log = value.fields(["format", "level"]) {
             if let format = log["format"]?.oneOf(ProxyConfiguration.LogFormat.self) { configuration.logFormat = format }
+            if let level = log["level"]?.oneOf(ProxyConfiguration.LogLevel.self) { configuration.logLevel = level }
         }
     }
 
@@ -173,7 +190,9 @@ private struct FileReader {
 /// `address`, `tls`, `ca`, `verify`, `server_name`, `forward_client_address`:
 /// shared by the main file and the routing map.
 func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: String?) -> ProxyConfiguration.Upstream? {
-    guard let fields = value.fields(["address", "tls", "ca", "verify", "server_name", "forward_client_address"]) else { return nil }
+    guard let fields = value.fields([
+        "address", "tls", "ca", "verify", "server_name", "forward_client_address", "tls_min_version",
+    ]) else { return nil }
     guard let addressValue = fields["address"] else {
         value.report("an upstream needs address: HOST:PORT")
         return nil
@@ -206,6 +225,10 @@ func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: Str
     if let forward = fields["forward_client_address"] {
         guard let flag = forward.bool() else { return nil }
         upstream.forwardClientAddress = flag
+    }
+    if let version = fields["tls_min_version"] {
+        guard let parsed = version.oneOf(ProxyConfiguration.TLSVersion.self) else { return nil }
+        upstream.minimumTLSVersion = parsed
     }
     if upstream.security == .plain, fields["ca"] != nil || fields["server_name"] != nil {
         value.report("ca and server_name only apply with tls: starttls or implicit")

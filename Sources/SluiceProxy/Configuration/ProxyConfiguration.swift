@@ -1,5 +1,6 @@
 import IMAPWire
 import NIOCore
+import NIOSSL
 import SluiceFilters
 
 /// Everything the proxy needs to run, validated and typed.
@@ -73,6 +74,19 @@ public struct ProxyConfiguration: Sendable {
         case text, json
     }
 
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case trace, debug, info, notice, warning, error, critical
+    }
+
+    /// The oldest TLS version accepted. TLS 1.0 and 1.1 are not offered
+    /// (RFC 8996); Dovecot's and nginx's defaults are 1.2 as well.
+    public enum TLSVersion: String, Sendable, CaseIterable {
+        case tls12 = "1.2"
+        case tls13 = "1.3"
+
+        var nio: NIOSSL.TLSVersion { self == .tls13 ? .tlsv13 : .tlsv12 }
+    }
+
     public struct Upstream: Sendable {
         public var host: String
         public var port: Int
@@ -90,6 +104,8 @@ public struct ProxyConfiguration: Sendable {
         /// proxy's address (Dovecot: `login_trusted_networks`) then logs and
         /// rate-limits by the real client; others ignore the fields.
         public var forwardClientAddress: Bool
+        /// The oldest TLS version accepted from this upstream.
+        public var minimumTLSVersion: TLSVersion = .tls12
 
         public init(host: String, port: Int, security: UpstreamSecurity = .plain, caFile: String? = nil,
                     verifyCertificate: Bool = true, serverName: String? = nil, forwardClientAddress: Bool = true) {
@@ -120,6 +136,23 @@ public struct ProxyConfiguration: Sendable {
     /// (RFC 3501 §5.4 asks for at least 30 minutes).
     public var idleTimeout: TimeAmount = .minutes(30)
     public var connectTimeout: TimeAmount = .seconds(10)
+    /// Absolute deadline from accepting a connection to a completed login;
+    /// bytes do not extend it (a trickling client cannot stay forever).
+    /// Dovecot's imap-login uses 3 minutes.
+    public var loginTimeout: TimeAmount = .minutes(2)
+    /// Routing plus the upstream's greeting, STARTTLS and login: past it the
+    /// client gets `NO [UNAVAILABLE]`.
+    public var upstreamLoginTimeout: TimeAmount = .seconds(30)
+    /// Client commands relayed and not yet answered before the proxy stops
+    /// reading from the client.
+    public var maxCommandsInFlight: Int = 1000
+    /// Client connections at once, over all listeners (`nil`: no limit).
+    public var maxConnections: Int? = 10_000
+    /// Client connections at once from one IP address (`nil`: no limit).
+    public var maxConnectionsPerIP: Int?
+    /// Failed logins from one address slow its next logins: each recent
+    /// failure adds `loginFailureDelay`, up to this much in all.
+    public var maxLoginPenalty: TimeAmount = .seconds(15)
     /// Outbound bytes queued towards one peer before the proxy stops reading
     /// from the other (back-pressure).
     public var writeBufferHighWaterMark: Int = 256 * 1024
@@ -130,6 +163,9 @@ public struct ProxyConfiguration: Sendable {
     /// before their sessions are closed anyway.
     public var shutdownGracePeriod: TimeAmount = .seconds(30)
     public var logFormat: LogFormat = .text
+    public var logLevel: LogLevel = .info
+    /// The oldest TLS version the listeners accept.
+    public var minimumTLSVersion: TLSVersion = .tls12
     /// Event-loop threads; `nil` is one per core. Each session lives on one
     /// thread; fewer threads than cores leave CPU to a server on the same host.
     public var threads: Int?
@@ -141,6 +177,19 @@ public struct ProxyConfiguration: Sendable {
     public var loginRewrites: [LoginRewrite] = []
 
     public init() {}
+
+    /// `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds; the one
+    /// duration syntax of the file and the command line.
+    public static func duration(_ text: String) -> TimeAmount? {
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+        for (suffix, nanoseconds) in units where text.hasSuffix(suffix) {
+            if let number = Int64(text.dropLast(suffix.count)), number >= 0, number <= Int64.max / nanoseconds {
+                return .nanoseconds(number * nanoseconds)
+            }
+        }
+        if let seconds = Int64(text), seconds >= 0, seconds <= Int64.max / 1_000_000_000 { return .seconds(seconds) }
+        return nil
+    }
 
     public init(listeners: [Listener], certificate: Certificate? = nil, upstream: Upstream) {
         self.listeners = listeners

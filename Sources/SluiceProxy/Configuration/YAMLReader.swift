@@ -144,16 +144,20 @@ struct YAMLValue {
         return value
     }
 
+    /// A duration above zero (a zero timeout would end every session at once).
+    func positiveDuration() -> TimeAmount? {
+        guard let amount = duration() else { return nil }
+        guard amount > .zero else {
+            report("must be more than 0s")
+            return nil
+        }
+        return amount
+    }
+
     /// `500ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
     func duration() -> TimeAmount? {
         guard let text = string() else { return nil }
-        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
-        for (suffix, nanoseconds) in units where text.hasSuffix(suffix) {
-            if let number = Int64(text.dropLast(suffix.count)), number >= 0, number <= Int64.max / nanoseconds {
-                return .nanoseconds(number * nanoseconds)
-            }
-        }
-        if let seconds = Int64(text), seconds >= 0, seconds <= Int64.max / 1_000_000_000 { return .seconds(seconds) }
+        if let amount = ProxyConfiguration.duration(text) { return amount }
         report("expected a duration such as 500ms, 30s, 10m or 1h, got \(text)")
         return nil
     }

@@ -23,6 +23,10 @@ struct PreAuthStateMachine {
 
     private enum State: Equatable {
         case ready
+        /// STARTTLS was answered; nothing is read as a command until the
+        /// handshake completes (review S7: plaintext read in that window
+        /// must never count as protected).
+        case startingTLS
         /// An AUTHENTICATE exchange waits for the client's next SASL line.
         case awaitingSASL(tag: String, step: SASLStep)
         /// The upstream login is in progress; no frames are taken meanwhile.
@@ -66,9 +70,12 @@ struct PreAuthStateMachine {
     var acceptsFrames: Bool {
         switch state {
         case .ready, .awaitingSASL: return true
-        case .loggingIn, .loggedIn, .closed: return false
+        case .startingTLS, .loggingIn, .loggedIn, .closed: return false
         }
     }
+
+    /// Between the STARTTLS answer and the end of the TLS handshake.
+    var isStartingTLS: Bool { state == .startingTLS }
 
     private var loginDisabled: Bool { security.requiresTLSForLogin && !tlsActive }
 
@@ -88,8 +95,36 @@ struct PreAuthStateMachine {
         "* OK [CAPABILITY \(capabilities.joined(separator: " "))] \(greetingText)\r\n"
     }
 
+    /// The TLS handshake completed (STARTTLS or an implicit-TLS listener).
+    /// What the client said of itself in plaintext is forgotten.
     mutating func tlsEstablished() {
         tlsActive = true
+        if state == .startingTLS {
+            state = .ready
+            clientID = nil
+        }
+    }
+
+    /// The client announced a synchronizing literal in `frame` (the command
+    /// so far) and waits for `+`. `nil`: send it. Otherwise the command is
+    /// refused now, before the client sends the literal (DESIGN principle 4;
+    /// review S15: a `starttls-required` listener must not invite a
+    /// plaintext password with `+`).
+    mutating func literalAnnounced(in frame: Frame) -> Action? {
+        guard state == .ready, frame.kind == .command, let tag = frame.tag, let name = frame.name else {
+            return bad("* BAD Error in IMAP command: missing tag or command.\r\n")
+        }
+        switch name {
+        case "LOGIN":
+            if loginDisabled {
+                return bad("\(tag) NO [PRIVACYREQUIRED] Plaintext authentication is disallowed without TLS.\r\n")
+            }
+            return nil
+        case "ID":
+            return nil
+        default:
+            return bad("\(tag) BAD \(name) takes no literal before login.\r\n")
+        }
     }
 
     /// A frame from the client.
@@ -99,7 +134,7 @@ struct PreAuthStateMachine {
             return receiveSASL(frame, tag: tag, step: step)
         case .ready:
             break
-        case .loggingIn, .loggedIn, .closed:
+        case .startingTLS, .loggingIn, .loggedIn, .closed:
             return .none
         }
         guard frame.kind == .command, let tag = frame.tag, let name = frame.name else {
@@ -123,6 +158,7 @@ struct PreAuthStateMachine {
             guard security.offersStartTLS, !tlsActive else {
                 return bad("\(tag) BAD STARTTLS is not available here.\r\n")
             }
+            state = .startingTLS
             return .startTLS("\(tag) OK Begin TLS negotiation now.\r\n")
         case "LOGIN":
             if loginDisabled {

@@ -104,6 +104,7 @@ public struct UpstreamEndpoint: Sendable {
         security = upstream.security
         if upstream.security != .plain {
             var client = TLSConfiguration.makeClientConfiguration()
+            client.minimumTLSVersion = upstream.minimumTLSVersion.nio
             if let caFile = upstream.caFile { client.trustRoots = .file(caFile) }
             client.certificateVerification = upstream.verifyCertificate ? .fullVerification : .none
             tlsContext = try NIOSSLContext(configuration: client)

@@ -13,6 +13,8 @@ public final class ProxyServer: Sendable {
     private let logger: Logger
     private let channels: NIOLockedValueBox<[Channel]> = NIOLockedValueBox([])
     private let sessions = SessionRegistry()
+    private let limiter: ConnectionLimiter
+    private let penalty: LoginPenalty
 
     /// Builds TLS contexts and the router (a static upstream or the routing
     /// map) from `configuration`; `router` replaces the configured routing.
@@ -34,6 +36,8 @@ public final class ProxyServer: Sendable {
         }
         self.group = group
         self.logger = logger
+        limiter = ConnectionLimiter(maxConnections: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
+        penalty = LoginPenalty(baseDelay: configuration.loginFailureDelay, maximum: configuration.maxLoginPenalty)
     }
 
     /// Binds every listener; returns their bound addresses.
@@ -108,11 +112,33 @@ public final class ProxyServer: Sendable {
         let router = self.router
         let logger = self.logger
         let sessions = self.sessions
+        let limiter = self.limiter
+        let penalty = self.penalty
+        let listenAddress = "\(HostPort(host: listener.host, port: listener.port))"
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger, listener: listenAddress))
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let ip = channel.remoteAddress?.ipAddress
+                    if let refusal = limiter.acquire(ip: ip) {
+                        logger.notice("connection refused", metadata: [
+                            "client.address": "\(ip ?? "-")", "reason": "\(refusal.rawValue)",
+                        ])
+                        let pipeline = channel.pipeline.syncOperations
+                        if listener.security == .implicit, let context = tls.server {
+                            try pipeline.addHandler(NIOSSLServerHandler(context: context))
+                        }
+                        try pipeline.addHandler(ConnectionRefusalHandler())
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in limiter.release(ip: ip) }
                     // Options are set here rather than as child channel options so
                     // that a failure is logged: NIO would close the connection silently.
                     do {
@@ -124,7 +150,8 @@ public final class ProxyServer: Sendable {
                         }
                         let id = sessions.nextID()
                         let session = ProxySession(id: id, configuration: configuration, security: listener.security,
-                                                   tls: tls, router: router, clientChannel: channel, logger: logger)
+                                                   tls: tls, router: router, penalty: penalty, clientChannel: channel,
+                                                   logger: logger)
                         let pipeline = channel.pipeline.syncOperations
                         if listener.security == .implicit, let context = tls.server {
                             try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)
@@ -186,3 +213,24 @@ final class SessionRegistry: Sendable {
         handles.forEach(body)
     }
 }
+
+/// Answers a connection over the connection limits with `* BYE` and closes
+/// it (through TLS on an implicit-TLS listener, so the client can read why).
+final class ConnectionRefusalHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    static let bye = "* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(ByteBuffer(string: ConnectionRefusalHandler.bye))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+@available(*, unavailable)
+extension ConnectionRefusalHandler: Sendable {}

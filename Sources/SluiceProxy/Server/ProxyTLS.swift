@@ -44,7 +44,8 @@ public final class CertificateStore: Sendable {
     /// The context for every TLS listener and STARTTLS.
     public let context: NIOSSLContext
 
-    public init(certificates: [ProxyConfiguration.Certificate]) throws {
+    public init(certificates: [ProxyConfiguration.Certificate],
+                minimumVersion: ProxyConfiguration.TLSVersion = .tls12) throws {
         guard !certificates.isEmpty else { throw ProxyConfigurationError("no certificate configured") }
         self.certificates = certificates
         let loaded = try certificates.map(Entry.init)
@@ -52,6 +53,7 @@ public final class CertificateStore: Sendable {
         self.entries = entries
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: loaded[0].chain, privateKey: loaded[0].key)
+        configuration.minimumTLSVersion = minimumVersion.nio
         configuration.sslContextCallback = { values, promise in
             let current = entries.withLockedValue { $0 }
             let name = values.serverHostname?.lowercased()
@@ -79,7 +81,8 @@ public struct ProxyTLS: Sendable {
 
     public init(configuration: ProxyConfiguration) throws {
         if !configuration.certificates.isEmpty {
-            store = try CertificateStore(certificates: configuration.certificates)
+            store = try CertificateStore(certificates: configuration.certificates,
+                                         minimumVersion: configuration.minimumTLSVersion)
         } else if configuration.listeners.contains(where: { $0.security != .plain }) {
             throw ProxyConfigurationError("a TLS listener needs a certificate (tls.certificates, or --cert and --key)")
         }

@@ -29,6 +29,7 @@ final class ProxySession {
     let configuration: ProxyConfiguration
     let tls: ProxyTLS
     let router: any Router
+    let penalty: LoginPenalty
     let clientChannel: Channel
     var logger: Logger
     private(set) var phase: Phase = .preAuth
@@ -40,13 +41,11 @@ final class ProxySession {
     private var upstreamChannel: Channel?
     private var currentUpstream: UpstreamEndpoint?
     private var upstreamLogin: UpstreamLoginStateMachine?
-    private var upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
+    private var upstreamDecoder = ProxySession.upstreamLoginDecoder()
     private var upstreamBuffer = ByteBuffer()
 
-    /// The tag of a client command whose synchronizing literal waits for the
-    /// upstream's `+`; if the upstream answers that tag instead, the client
-    /// will not send the literal.
-    private var pendingLiteralTag: String?
+    /// Literal gating, the proxy's own continuations, in-flight commands.
+    private var relay: RelayStateMachine
     /// Answers the proxy gives itself, held until the upstream's stream is
     /// between frames so they never land inside a response.
     private var localResponses: [ByteBuffer] = []
@@ -65,17 +64,12 @@ final class ProxySession {
     private var responseHead: CollectedFrame?
     /// The rest of a command the filters refused: its literal and lines are read and dropped.
     private var droppingClientFrame = false
-    /// A re-encoded command's parts still waiting for the upstream's `+`.
-    private var pendingUpstreamParts: [ByteBuffer] = []
-    private var pendingPartsTag: String?
     private var upstreamCapabilities: [String] = []
     /// The router's groups for this user (rules can be scoped to them).
     private var routeGroups: [String] = []
     /// Literals up to this size inside a filtered frame are collected; larger
     /// ones stream (a client command) or leave the frame unfiltered (a response).
     private static let filterLiteralLimit: UInt64 = 64 * 1024
-    /// Tagged client commands relayed and not yet answered upstream.
-    private var commandsInFlight = 0
     /// Shutting down: say BYE as soon as no command is in flight.
     private var draining = false
     /// Transparent mode: the tag of a relayed LOGIN/AUTHENTICATE.
@@ -94,19 +88,29 @@ final class ProxySession {
     /// grows it (to 64 KiB within a few reads of a large FETCH).
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 64 * 1024)
 
-    /// Pre-auth: credentials are small; a client may not make the proxy buffer more.
-    private static let preAuthLimits: IMAPLimits = {
-        var limits = IMAPLimits.client
-        limits.maxLineLength = 8 * 1024
-        limits.maxLiteralSize = 8 * 1024
-        limits.maxFrameTextLength = 16 * 1024
-        limits.maxLiteralsPerFrame = 4
-        return limits
-    }()
+    /// Pre-auth limits: credentials are small; a client may not make the
+    /// proxy buffer more. The line fits a maximal RFC 2971 ID (30 pairs of
+    /// 30 and 1,024 octets, quoted).
+    private static let preAuthLimits: IMAPLimits = .preAuth
+
+    /// The upstream's side until its login completed: greeting, capability
+    /// and login answers are a few hundred bytes (review F6: a 16 MiB relay
+    /// limit let a broken upstream cost 27 MB per session here).
+    private static func upstreamLoginDecoder() -> IMAPFrameDecoder {
+        IMAPFrameDecoder(peer: .server, limits: .upstreamLogin, literalCaptureLimit: IMAPLimits.upstreamLogin.maxLiteralSize)
+    }
+
+    /// Absolute deadline from accept to a completed login (`timeouts.login`):
+    /// bytes do not reset it (review F3, slowloris).
+    private var loginDeadline: Scheduled<Void>?
+    /// Deadline for routing plus the upstream's greeting and login (`timeouts.upstream_login`).
+    private var upstreamLoginDeadline: Scheduled<Void>?
 
     init(id: Int, configuration: ProxyConfiguration, security: ProxyConfiguration.ListenerSecurity,
-         tls: ProxyTLS, router: any Router, clientChannel: Channel, logger: Logger) {
+         tls: ProxyTLS, router: any Router, penalty: LoginPenalty, clientChannel: Channel, logger: Logger) {
         self.id = id
+        self.penalty = penalty
+        self.relay = RelayStateMachine(maxCommandsInFlight: configuration.maxCommandsInFlight)
         self.configuration = configuration
         self.tls = tls
         self.router = router
@@ -124,13 +128,18 @@ final class ProxySession {
             let filters = configuration.filters
             preAuth.rewriteCapabilities = { filters.preAuthCapabilities($0) }
         }
-        clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits, literalCaptureLimit: 8 * 1024)
+        clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits,
+                                         literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
     }
 
     // MARK: - Client side
 
     func clientActive() {
         startInactivityTimer(configuration.preAuthTimeout)
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        loginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.loginTimeout) {
+            bound.value.loginDeadlinePassed()
+        }
         if let address = clientChannel.remoteAddress, let ip = address.ipAddress, let port = address.port {
             logger[metadataKey: "client.address"] = "\(HostPort(host: ip, port: port))"
         }
@@ -174,6 +183,28 @@ final class ProxySession {
     func clientTLSEstablished() {
         clientUsesTLS = true
         preAuth.tlsEstablished()
+        // Bytes that arrived after the handshake and before this event wait in the buffer.
+        if phase == .preAuth, clientBuffer.readableBytes > 0 { processClient() }
+        resumeReads()
+    }
+
+    /// The login did not complete within `timeouts.login`.
+    private func loginDeadlinePassed() {
+        loginDeadline = nil
+        let loggedIn = phase == .relay && (configuration.mode == .proxy || user != nil)
+        guard !loggedIn, phase != .closed else { return }
+        endReason = "login timeout"
+        logger.notice("login time exceeded")
+        phase = .closed
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        writeToClient("* BYE Login time exceeded.\r\n", flush: false)
+        closeClientWhenWritten()
+    }
+
+    private func loginCompleted() {
+        loginDeadline?.cancel()
+        loginDeadline = nil
     }
 
     private var clientUsesTLS: Bool
@@ -232,20 +263,33 @@ final class ProxySession {
                 return
             }
             endReason = "idle timeout"
+            endUpstreamFrameForBye()
             queueLocalResponse(ByteBuffer(string: "* BYE Disconnected for inactivity.\r\n"))
-            clientChannel.close(promise: nil)
+            closeWhenWritten()
         case .closed:
             break
         }
     }
 
     /// Whether the client handler may ask its channel for more bytes.
+    ///
+    /// Every phase stops reading while the client does not read what it is
+    /// sent (review S3: replies the proxy writes itself obey the same
+    /// high-water mark as relayed data), and the relay while the upstream
+    /// does not read, while the client's bytes wait for the upstream's `+`,
+    /// and while too many commands are in flight.
     var mayReadFromClient: Bool {
+        guard clientChannel.isWritable else { return false }
         switch phase {
-        case .preAuth: return preAuth.acceptsFrames
+        case .preAuth: return preAuth.acceptsFrames || preAuth.isStartingTLS
         case .connecting, .loggingIn, .loginFailed, .closed: return false
-        case .relay: return pendingUpstreamParts.isEmpty && (upstreamChannel?.isWritable ?? false)
+        case .relay: return relayTakesClientBytes && (upstreamChannel?.isWritable ?? false)
         }
+    }
+
+    /// Whether the relay may consume more of the client's bytes now.
+    private var relayTakesClientBytes: Bool {
+        relay.takesClientBytes && clientChannel.isWritable
     }
 
     var mayReadFromUpstream: Bool {
@@ -259,8 +303,14 @@ final class ProxySession {
     func deferClientRead() { clientReadPending = true }
     func deferUpstreamRead() { upstreamReadPending = true }
 
-    /// Re-issues reads that back-pressure or a phase held back.
+    /// Re-issues reads that back-pressure or a phase held back, after
+    /// taking the client bytes already buffered (they may be all the client
+    /// sends before it waits for answers).
     func resumeReads() {
+        if clientBuffer.readableBytes > 0, mayReadFromClient {
+            processClient()
+            upstreamChannel?.flush()
+        }
         if clientReadPending && mayReadFromClient {
             clientReadPending = false
             clientChannel.read()
@@ -295,10 +345,25 @@ final class ProxySession {
         }
     }
 
+    /// The client broke the relay's rules in a way that leaves no safe way
+    /// on (a literal the upstream's answer could not be matched to): `* BAD`
+    /// and `* BYE`, after what is queued.
+    private func endForClientProtocolError(hint: String) {
+        endReason = "client protocol error: \(hint)"
+        endUpstreamFrameForBye()
+        queueLocalResponse(ByteBuffer(string: "* BAD \(hint).\r\n* BYE \(hint).\r\n"))
+        closeWhenWritten()
+    }
+
     private func processPreAuth() throws {
-        while preAuth.acceptsFrames && phase == .preAuth {
+        while preAuth.acceptsFrames && phase == .preAuth && clientChannel.isWritable {
             guard let frame = try clientDecoder.next(&clientBuffer) else {
-                if clientDecoder.takeContinuationRequest() != nil {
+                if clientDecoder.takeContinuationRequest() != nil, let partial = clientDecoder.frameInProgress {
+                    if let refusal = preAuth.literalAnnounced(in: partial) {
+                        _ = clientDecoder.abandonLiteral()  // the client will not send it
+                        perform(refusal)
+                        continue
+                    }
                     writeToClient("+ Ready for literal data\r\n", flush: true)
                 }
                 break
@@ -340,15 +405,21 @@ final class ProxySession {
         // Plaintext pipelined behind STARTTLS is discarded (the STARTTLS
         // command-injection class of bugs, CVE-2011-0411 and kin).
         clientBuffer.clear()
-        clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits, literalCaptureLimit: 8 * 1024)
-        preAuth.tlsEstablished()
-        let channel = clientChannel
-        channel.writeAndFlush(ByteBuffer(string: ok)).whenSuccess {
-            do {
-                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
-            } catch {
-                channel.close(promise: nil)
-            }
+        clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits,
+                                         literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
+        // The OK is written and flushed to the channel below the pipeline
+        // before the TLS handler goes in front of it, in the same event-loop
+        // turn: it leaves in plaintext (now, or when the socket can take it),
+        // and every byte read from here on passes through TLS. The session is
+        // protected only once the handshake completes (`clientTLSEstablished`),
+        // review S7. (A flush issued after adding the handler would be held
+        // by it until the handshake, which waits for this OK.)
+        clientChannel.writeAndFlush(ByteBuffer(string: ok), promise: nil)
+        do {
+            try clientChannel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+        } catch {
+            endReason = "client TLS: \(error)"
+            clientChannel.close(promise: nil)
         }
     }
 
@@ -364,6 +435,10 @@ final class ProxySession {
             break
         }
         let credentials = rewritten
+        let deadlineBound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        upstreamLoginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.upstreamLoginTimeout) {
+            deadlineBound.value.loginFailed(response: ProxySession.unavailable, reason: "upstream login timed out")
+        }
         let request = RouteRequest(credentials: credentials, clientAddress: clientChannel.remoteAddress,
                                    clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
@@ -376,7 +451,7 @@ final class ProxySession {
             case .success(.reject(let response)):
                 session.loginFailed(response: response, reason: "refused by the router")
             case .failure(let error):
-                session.loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "router failed: \(error)")
+                session.loginFailed(response: ProxySession.unavailable, reason: "router failed: \(error)")
             }
         }
     }
@@ -448,7 +523,7 @@ final class ProxySession {
                 [clientChannel] _ in clientChannel.close(promise: nil)
             }
         } else {
-            loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: reason)
+            loginFailed(response: ProxySession.unavailable, reason: reason)
         }
     }
 
@@ -476,10 +551,16 @@ final class ProxySession {
                 upstreamBuffer.clear()
             }
         } catch let error as IMAPFramingError {
-            endReason = "upstream framing error: \(error.hint)"
+            let reason = "upstream framing error: \(error.hint)"
             if phase == .loggingIn {
-                loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: endReason)
+                loginFailed(response: ProxySession.unavailable, reason: reason)
+            } else if phase == .relay {
+                // The client learns the session is over (review F7): the
+                // response cut where the framer failed, then a BYE.
+                logger.notice("upstream framing error", metadata: ["error": "\(error.hint)"])
+                upstreamEnded(reason: reason)
             } else {
+                endReason = reason
                 closeBoth()
             }
         } catch {
@@ -508,9 +589,9 @@ final class ProxySession {
         case .connecting:
             upstreamUnavailable(reason: "upstream closed before the relay started")
         case .loggingIn:
-            loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream closed during login")
+            loginFailed(response: ProxySession.unavailable, reason: "upstream closed during login")
         case .relay:
-            upstreamEnded(reason: upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection")
+            upstreamEnded(reason: relay.upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection")
         case .preAuth, .loginFailed, .closed:
             break
         }
@@ -522,7 +603,7 @@ final class ProxySession {
     /// upstream said one.
     private func upstreamEnded(reason: String) {
         endReason = reason
-        if !upstreamSaidBye {
+        if !relay.upstreamSaidBye {
             endUpstreamFrameForBye()
             localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
         }
@@ -556,6 +637,9 @@ final class ProxySession {
     }
 
     private static let padding = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 * 1024)
+
+    static let unavailable = "NO [UNAVAILABLE] Server is unavailable."
+
 
     // MARK: - Shutdown
 
@@ -593,16 +677,13 @@ final class ProxySession {
     /// in IDLE counts as quiet) and both streams are between frames.
     private func byeIfQuiet() {
         guard draining, phase == .relay else { return }
-        let quiet = commandsInFlight == 0 || clientDecoder.framer.clientExpectation == .idleDone
+        let quiet = relay.commandsInFlight == 0 || clientDecoder.framer.clientExpectation == .idleDone
         guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
         endReason = "server shutting down"
         queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n"))
         closeWhenWritten()
     }
 
-    /// The upstream sent `* BYE` (after LOGOUT, or shutting down): its
-    /// closing needs no BYE from the proxy.
-    private var upstreamSaidBye = false
 
     /// The proxy itself is closing the upstream (its closure is no news).
     private var closingUpstream = false
@@ -610,7 +691,7 @@ final class ProxySession {
     func upstreamError(_ error: Error) {
         switch phase {
         case .loggingIn:
-            loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream error: \(error)")
+            loginFailed(response: ProxySession.unavailable, reason: "upstream error: \(error)")
         case .relay:
             // A reset mid-response is the server going away, as a close is.
             upstreamEnded(reason: "upstream error: \(error)")
@@ -638,7 +719,7 @@ final class ProxySession {
             upstreamChannel?.writeAndFlush(bytes, promise: nil)
         case .sendThenStartTLS:
             guard let channel = upstreamChannel, let context = currentUpstream?.tlsContext else {
-                loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "no TLS context for upstream")
+                loginFailed(response: ProxySession.unavailable, reason: "no TLS context for upstream")
                 return
             }
             upstreamBuffer.clear()  // nothing the server said in plaintext after STARTTLS counts
@@ -646,7 +727,7 @@ final class ProxySession {
                 let handler = try NIOSSLClientHandler(context: context, serverHostname: currentUpstream?.serverName)
                 try channel.pipeline.syncOperations.addHandler(handler, position: .first)
             } catch {
-                loginFailed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream TLS: \(error)")
+                loginFailed(response: ProxySession.unavailable, reason: "upstream TLS: \(error)")
             }
         case .succeeded(let capabilities, let delimiter):
             loginSucceeded(capabilities: capabilities, delimiter: delimiter)
@@ -657,6 +738,10 @@ final class ProxySession {
 
     private func loginSucceeded(capabilities: [String], delimiter: UInt8?) {
         upstreamLogin = nil
+        upstreamLoginDeadline?.cancel()
+        upstreamLoginDeadline = nil
+        loginCompleted()
+        penalty.succeeded(ip: clientChannel.remoteAddress?.ipAddress)
         phase = .relay
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
@@ -691,6 +776,8 @@ final class ProxySession {
     private func loginFailed(response: String, reason: String) {
         guard phase == .loggingIn else { return }
         logger.notice("login failed", metadata: ["reason": "\(reason)"])
+        upstreamLoginDeadline?.cancel()
+        upstreamLoginDeadline = nil
         phase = .loginFailed
         upstreamLogin = nil
         closingUpstream = true
@@ -698,9 +785,10 @@ final class ProxySession {
         upstreamChannel = nil
         closingUpstream = false
         upstreamBuffer.clear()
-        upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
+        upstreamDecoder = ProxySession.upstreamLoginDecoder()
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        clientChannel.eventLoop.scheduleTask(in: configuration.loginFailureDelay) {
+        let delay = penalty.failed(ip: clientChannel.remoteAddress?.ipAddress)
+        clientChannel.eventLoop.scheduleTask(in: delay) {
             let session = bound.value
             guard session.phase == .loginFailed else { return }
             session.phase = .preAuth
@@ -714,7 +802,12 @@ final class ProxySession {
 
     private func relayFromClient() throws {
         guard let upstream = upstreamChannel else { return }
-        while pendingUpstreamParts.isEmpty, let event = try clientDecoder.framer.next(&clientBuffer) {
+        // Literal gating (DESIGN principle 4, review S2): after a line that
+        // announces a synchronizing literal, no client byte is consumed until
+        // the upstream's `+` (then they are the literal) or its tagged answer
+        // (then the client will not send it, and what it sent anyway is
+        // framed as commands, which the rules see). Reads pause meanwhile.
+        while phase == .relay, relayTakesClientBytes, let event = try clientDecoder.framer.next(&clientBuffer) {
             switch event {
             case .line(let segment):
                 if droppingClientFrame {
@@ -745,21 +838,22 @@ final class ProxySession {
                     let name = ProxySession.name(of: segment)
                     if let name, engine.wantsCommand(named: name) {
                         commandHead = CollectedFrame(kind: .command)
-                        currentClientTag = tag
-                        commandsInFlight += 1
+                        relay.clientFrameStarted(kind: .command, tag: tag)
                         collectCommand(segment)
                         continue
                     }
                     engine.commandPassed(tag: tag, name: name ?? "")
                 }
                 if segment.isFrameStart {
-                    currentClientTag = segment.kind == .command ? segment.tag : nil
-                    if segment.kind == .command {
-                        commandsInFlight += 1
-                        if configuration.mode == .transparent && user == nil { noteTransparentLogin(segment) }
+                    relay.clientFrameStarted(kind: segment.kind, tag: segment.tag)
+                    if segment.kind == .command, configuration.mode == .transparent, user == nil {
+                        noteTransparentLogin(segment)
                     }
                 }
-                if let literal = segment.literal, literal.isSynchronizing { pendingLiteralTag = currentClientTag }
+                if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal) {
+                    endForClientProtocolError(hint: hint)
+                    return
+                }
                 upstream.write(segment.bytes, promise: nil)
             case .literalBytes(let chunk, _):
                 if droppingClientFrame { continue }
@@ -767,7 +861,6 @@ final class ProxySession {
                     commandHead?.appendLiteralBytes(chunk)
                     continue
                 }
-                pendingLiteralTag = nil
                 upstream.write(chunk, promise: nil)
             }
         }
@@ -788,7 +881,19 @@ final class ProxySession {
     /// streams from the client as it arrives.
     private func collectCommand(_ segment: LineSegment) {
         guard var head = commandHead else { return }
-        head.segments.append(segment.bytes)
+        head.append(segment: segment.bytes)
+        if head.collectedBytes > IMAPLimits.maxCollectedBytes {
+            // Too large for the rules to read whole: refused, never forwarded (review S10).
+            commandHead = nil
+            logger.notice("selected command refused: over the collected-bytes budget",
+                          metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
+            relay.commandAnsweredByProxy()
+            queueLocalResponse(ByteBuffer(string: "\(relay.currentClientTag ?? "*") BAD Command too large for this proxy's rules.\r\n"))
+            if let literal = segment.literal {
+                if literal.isSynchronizing { clientDecoder.framer.abandonLiteral() } else { droppingClientFrame = true }
+            }
+            return
+        }
         if let literal = segment.literal {
             if !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit {
                 head.literals.append(FrameLiteral(header: literal, chunks: []))
@@ -814,7 +919,7 @@ final class ProxySession {
         case .forwardRewritten(let command):
             sendUpstream(command, original: frame, streamed: streamed)
         case .respond(let bytes):
-            commandsInFlight = max(0, commandsInFlight - 1)
+            relay.commandAnsweredByProxy()
             queueLocalResponse(bytes)
             if let streamed {
                 if streamed.isSynchronizing {
@@ -825,7 +930,7 @@ final class ProxySession {
             }
             return
         }
-        if let streamed, streamed.isSynchronizing { pendingLiteralTag = currentClientTag }
+        if case .refuse(let hint) = relay.clientLineForwarded(literal: streamed) { endForClientProtocolError(hint: hint) }
     }
 
     /// Encodes a (rewritten) command for the upstream: literals as
@@ -873,30 +978,8 @@ final class ProxySession {
         parts.append(current)
         upstream.write(parts.removeFirst(), promise: nil)
         if !parts.isEmpty {
-            pendingUpstreamParts = parts
-            pendingPartsTag = command.tag
+            relay.holdParts(parts, tag: command.tag)
             upstream.flush()
-        }
-    }
-
-    /// The upstream's `+` for a part the proxy holds: send the next part.
-    private func sendNextUpstreamPart() {
-        guard !pendingUpstreamParts.isEmpty, let upstream = upstreamChannel else { return }
-        upstream.writeAndFlush(pendingUpstreamParts.removeFirst(), promise: nil)
-        if pendingUpstreamParts.isEmpty {
-            pendingPartsTag = nil
-            resumeClientAfterParts()
-        }
-    }
-
-    private func resumeClientAfterParts() {
-        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        clientChannel.eventLoop.execute {
-            let session = bound.value
-            guard session.phase == .relay else { return }
-            do { try session.relayFromClient() } catch { session.closeBoth() }
-            session.upstreamChannel?.flush()
-            session.resumeReads()
         }
     }
 
@@ -905,7 +988,19 @@ final class ProxySession {
     /// collected goes out as it was, and the rest streams.
     private func collectResponse(_ segment: LineSegment) {
         guard var head = responseHead else { return }
-        head.segments.append(segment.bytes)
+        head.append(segment: segment.bytes)
+        if head.collectedBytes > IMAPLimits.maxCollectedBytes {
+            // A response the rules selected but cannot hold: the session ends
+            // rather than passing it unread (review S10, DESIGN principle 5).
+            responseHead = nil
+            logger.notice("selected response over the collected-bytes budget",
+                          metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
+            upstreamBuffer.clear()  // nothing more of this stream is read
+            endReason = "upstream response too large for the rules"
+            localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server response too large for this proxy's rules.\r\n"))
+            closeWhenWritten()
+            return
+        }
         if let literal = segment.literal {
             if literal.size <= ProxySession.filterLiteralLimit {
                 head.literals.append(FrameLiteral(header: literal, chunks: []))
@@ -933,38 +1028,29 @@ final class ProxySession {
         }
     }
 
-    private var currentClientTag: String?
+    /// The upstream answered the literal the client's bytes waited behind.
+    private var clientGateOpened = false
 
     private func relayFromUpstream() throws {
         while let event = try upstreamDecoder.framer.next(&upstreamBuffer) {
             switch event {
             case .line(let segment):
                 if segment.isFrameStart {
-                    if segment.kind == .untaggedResponse, segment.secondWordIs("BYE") {
-                        upstreamSaidBye = true
-                    } else if segment.kind == .taggedResponse {
-                        commandsInFlight = max(0, commandsInFlight - 1)
-                        if transparentLoginTag != nil, segment.tag == transparentLoginTag { transparentLoginAnswered(segment) }
+                    if segment.kind == .taggedResponse, transparentLoginTag != nil, segment.tag == transparentLoginTag,
+                       !transparentLoginAnswered(segment) {
+                        return  // the session ended: the rules cannot be applied
                     }
-                }
-                if segment.isFrameStart, !pendingUpstreamParts.isEmpty {
-                    if segment.kind == .continuationRequest {
-                        sendNextUpstreamPart()  // the "+" was for the proxy, not the client
-                        continue
-                    } else if segment.kind == .taggedResponse, segment.tag == pendingPartsTag {
-                        pendingUpstreamParts = []  // refused before the rest was sent
-                        pendingPartsTag = nil
-                        resumeClientAfterParts()
+                    let isBye = segment.kind == .untaggedResponse && segment.secondWordIs("BYE")
+                    var consumed = false
+                    for action in relay.upstreamFrameStarted(kind: segment.kind, tag: segment.tag, isBye: isBye) {
+                        switch action {
+                        case .sendToUpstream(let part): upstreamChannel?.writeAndFlush(part, promise: nil)
+                        case .consumeLine: consumed = true
+                        case .abandonClientLiteral: clientDecoder.framer.abandonLiteral()
+                        case .resumeClient: clientGateOpened = true
+                        }
                     }
-                }
-                if segment.isFrameStart, pendingLiteralTag != nil {
-                    if segment.kind == .continuationRequest {
-                        pendingLiteralTag = nil
-                    } else if segment.kind == .taggedResponse, segment.tag == pendingLiteralTag {
-                        // Refused before its "+": the client will not send the literal.
-                        pendingLiteralTag = nil
-                        clientDecoder.framer.abandonLiteral()
-                    }
+                    if consumed { continue }
                 }
                 if responseHead != nil {
                     collectResponse(segment)
@@ -994,9 +1080,14 @@ final class ProxySession {
         }
         compact(&upstreamBuffer)
         flushLocalResponses()
-        if clientDecoder.framer.isAtFrameBoundary, clientBuffer.readableBytes > 0 {
-            try relayFromClient()  // bytes held behind an abandoned literal
+        let gateOpened = clientGateOpened
+        clientGateOpened = false
+        if clientBuffer.readableBytes > 0, gateOpened || clientDecoder.framer.isAtFrameBoundary {
+            try relayFromClient()  // bytes held behind a literal's "+", or behind an abandoned literal
+            upstreamChannel?.flush()
         }
+        // Reads held for the "+", or for the in-flight limit, may go on now.
+        if clientReadPending && mayReadFromClient { resumeReads() }
         if draining { byeIfQuiet() }
     }
 
@@ -1023,17 +1114,35 @@ final class ProxySession {
 
     private var pendingTransparentUser: String?
 
-    /// Transparent mode: the upstream answered the login.
-    private func transparentLoginAnswered(_ segment: LineSegment) {
+    /// Transparent mode: the upstream answered the login. From here the
+    /// rules apply as in proxy mode (review S4: they were silently skipped).
+    /// Returns `false` when the session was ended instead: with rules
+    /// configured, a login whose user the proxy could not read (a mechanism
+    /// other than PLAIN, a name sent as a literal) cannot have its rules
+    /// chosen, so it is refused rather than relayed unfiltered.
+    private func transparentLoginAnswered(_ segment: LineSegment) -> Bool {
         transparentLoginTag = nil
         let name = pendingTransparentUser
         pendingTransparentUser = nil
-        guard segment.secondWordIs("OK") else { return }
+        guard segment.secondWordIs("OK") else { return true }
+        if !configuration.filters.isEmpty && name == nil {
+            endReason = "transparent login with rules: user unknown"
+            logger.warning("login refused: the rules need the user name, which this login did not show")
+            let tag = segment.tag ?? "*"
+            queueLocalResponse(ByteBuffer(string: "\(tag) NO [UNAVAILABLE] Log in with LOGIN or AUTHENTICATE PLAIN.\r\n"
+                + "* BYE Logging out.\r\n"))
+            closeWhenWritten()
+            return false
+        }
         let known = name ?? "(unknown)"
         user = known
         logger[metadataKey: "imap.user"] = "\(known)"
         logger.info("upstream login succeeded")
+        loginCompleted()
+        engine = configuration.filters.engine(user: known, groups: [], clientAddress: clientAddressText,
+                                              upstreamCapabilities: upstreamCapabilities, logger: logger)
         startInactivityTimer(configuration.idleTimeout)
+        return true
     }
 
     private func queueLocalResponse(_ bytes: ByteBuffer) {
@@ -1064,11 +1173,11 @@ final class ProxySession {
         if buffer.readableBytes == 0 {
             buffer = data
         } else {
+            // Written into the held buffer: ByteBuffer grows its storage
+            // geometrically, so a long partial line arriving in many reads
+            // costs O(n) copying, not O(n²) (review S10).
             var data = data
-            var merged = clientChannel.allocator.buffer(capacity: buffer.readableBytes + data.readableBytes)
-            merged.writeBuffer(&buffer)
-            merged.writeBuffer(&data)
-            buffer = merged
+            buffer.writeBuffer(&data)
         }
     }
 
@@ -1147,9 +1256,18 @@ struct CollectedFrame {
 
     init(kind: FrameKind) { self.kind = kind }
 
+    /// Bytes held: lines and collected literal bytes (see `IMAPLimits.maxCollectedBytes`).
+    private(set) var collectedBytes = 0
+
+    mutating func append(segment: ByteBuffer) {
+        segments.append(segment)
+        collectedBytes += segment.readableBytes
+    }
+
     mutating func appendLiteralBytes(_ chunk: ByteBuffer) {
         guard !literals.isEmpty else { return }
         literals[literals.count - 1].chunks?.append(chunk)
+        collectedBytes += chunk.readableBytes
     }
 
     var frame: Frame {

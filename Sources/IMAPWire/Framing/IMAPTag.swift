@@ -1,0 +1,22 @@
+/// Command tags (RFC 9051 §9):
+///
+///     tag          = 1*<any ASTRING-CHAR except "+">
+///     ASTRING-CHAR = ATOM-CHAR / resp-specials
+///     ATOM-CHAR    = <any CHAR except atom-specials>
+///     atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials / resp-specials
+public enum IMAPTag {
+    /// Whether `tag` is a valid command tag: `*` (untagged) and `+`
+    /// (continuation) are not, so a server's answer to it can be told apart.
+    public static func isValid(_ tag: String) -> Bool {
+        guard !tag.isEmpty else { return false }
+        return tag.utf8.allSatisfy { byte in
+            switch byte {
+            case 0x00...0x20, 0x7F...0xFF: return false
+            case UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "{"), UInt8(ascii: "%"), UInt8(ascii: "*"),
+                 UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "+"):
+                return false
+            default: return true
+            }
+        }
+    }
+}

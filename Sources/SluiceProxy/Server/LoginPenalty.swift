@@ -1,0 +1,50 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Slows failed logins per client address across connections, like
+/// Dovecot's auth penalty: each failure within `window` adds one more
+/// `timeouts.login_failure_delay` to the next failure's answer, up to
+/// `limits.max_login_penalty`. The per-connection delay alone let an
+/// attacker guess in parallel over many connections (review S12).
+final class LoginPenalty: Sendable {
+    let baseDelay: TimeAmount
+    let maximum: TimeAmount
+    let window: TimeAmount
+    /// Addresses remembered at most (oldest forgotten first): the map is
+    /// keyed by peer addresses, so it is bounded.
+    static let maxAddresses = 65_536
+
+    private let failures = NIOLockedValueBox<[String: (count: Int, last: NIODeadline)]>([:])
+
+    init(baseDelay: TimeAmount, maximum: TimeAmount, window: TimeAmount = .minutes(5)) {
+        self.baseDelay = baseDelay
+        self.maximum = maximum
+        self.window = window
+    }
+
+    /// Records a failed login from `ip` and returns how long its answer waits.
+    func failed(ip: String?, now: NIODeadline = .now()) -> TimeAmount {
+        guard let ip else { return baseDelay }
+        let count = failures.withLockedValue { failures -> Int in
+            var entry = failures[ip] ?? (0, now)
+            if now - entry.last > window { entry.count = 0 }
+            entry.count += 1
+            entry.last = now
+            if failures[ip] == nil, failures.count >= LoginPenalty.maxAddresses {
+                let cutoff = now - window
+                failures = failures.filter { $0.value.last > cutoff }
+                if failures.count >= LoginPenalty.maxAddresses { failures.removeAll(keepingCapacity: true) }
+            }
+            failures[ip] = entry
+            return entry.count
+        }
+        let delay = TimeAmount.nanoseconds(baseDelay.nanoseconds.multipliedReportingOverflow(by: Int64(count)).partialValue)
+        return max(baseDelay, min(delay, max(maximum, baseDelay)))
+    }
+
+    /// A successful login clears the address's record.
+    func succeeded(ip: String?) {
+        guard let ip else { return }
+        _ = failures.withLockedValue { $0.removeValue(forKey: ip) }
+    }
+}

@@ -1,0 +1,55 @@
+import NIOCore
+import Testing
+@testable import SluiceProxy
+
+@Suite("Connection limits and login penalty")
+struct ConnectionLimitsTests {
+    @Test("the global and per-address caps refuse with their reason and free on release")
+    func limiter() {
+        let limiter = ConnectionLimiter(maxConnections: 3, maxPerIP: 2)
+        #expect(limiter.acquire(ip: "10.0.0.1") == nil)
+        #expect(limiter.acquire(ip: "10.0.0.1") == nil)
+        #expect(limiter.acquire(ip: "10.0.0.1") == .perIPLimit)
+        #expect(limiter.acquire(ip: "10.0.0.2") == nil)
+        #expect(limiter.acquire(ip: "10.0.0.3") == .limit)
+        limiter.release(ip: "10.0.0.1")
+        #expect(limiter.acquire(ip: "10.0.0.1") == nil)
+        #expect(limiter.open == 3)
+    }
+
+    @Test("no limits configured: nothing is refused")
+    func unlimited() {
+        let limiter = ConnectionLimiter(maxConnections: nil, maxPerIP: nil)
+        for _ in 0..<10_000 { #expect(limiter.acquire(ip: "10.0.0.1") == nil) }
+    }
+
+    @Test("each failure from an address adds the base delay, up to the maximum, across connections")
+    func penaltyGrows() {
+        let penalty = LoginPenalty(baseDelay: .seconds(2), maximum: .seconds(5))
+        let now = NIODeadline.now()
+        #expect(penalty.failed(ip: "10.0.0.1", now: now) == .seconds(2))
+        #expect(penalty.failed(ip: "10.0.0.1", now: now) == .seconds(4))
+        #expect(penalty.failed(ip: "10.0.0.1", now: now) == .seconds(5))
+        #expect(penalty.failed(ip: "10.0.0.2", now: now) == .seconds(2), "another address starts afresh")
+    }
+
+    @Test("the penalty is forgotten after its window and on a successful login")
+    func penaltyForgotten() {
+        let penalty = LoginPenalty(baseDelay: .seconds(1), maximum: .seconds(10), window: .minutes(5))
+        let start = NIODeadline.now()
+        _ = penalty.failed(ip: "10.0.0.1", now: start)
+        #expect(penalty.failed(ip: "10.0.0.1", now: start) == .seconds(2))
+        #expect(penalty.failed(ip: "10.0.0.1", now: start + .minutes(6)) == .seconds(1))
+        _ = penalty.failed(ip: "10.0.0.1", now: start + .minutes(6))
+        penalty.succeeded(ip: "10.0.0.1")
+        #expect(penalty.failed(ip: "10.0.0.1", now: start + .minutes(6)) == .seconds(1))
+    }
+
+    @Test("the address map stays bounded")
+    func penaltyBounded() {
+        let penalty = LoginPenalty(baseDelay: .milliseconds(1), maximum: .seconds(1))
+        let now = NIODeadline.now()
+        for index in 0..<(LoginPenalty.maxAddresses + 10) { _ = penalty.failed(ip: "ip\(index)", now: now) }
+        #expect(penalty.failed(ip: "ip0", now: now) == .milliseconds(1), "the oldest entries were dropped")
+    }
+}
