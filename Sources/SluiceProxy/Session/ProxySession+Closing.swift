@@ -1,0 +1,157 @@
+import IMAPWire
+import Logging
+import SluiceFilters
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The ways a session ends: each tells the client why (`* BYE`) after what is queued for it.
+extension ProxySession {
+    /// The client broke the relay's rules in a way that leaves no safe way
+    /// on (a literal the upstream's answer could not be matched to): `* BAD`
+    /// and `* BYE`, after what is queued.
+    func endForClientProtocolError(hint: String) {
+        endReason = "client protocol error: \(hint)"
+        endUpstreamFrameForBye()
+        queueLocalResponse(ByteBuffer(string: "* BAD \(hint).\r\n* BYE \(hint).\r\n"))
+        closeWhenWritten()
+    }
+
+    /// The upstream's stream is over (closed, or failed) during the relay:
+    /// what was relayed reaches the client, a response cut inside a literal
+    /// is made unmistakably incomplete, and the client gets a BYE unless the
+    /// upstream said one.
+    func upstreamEnded(reason: String) {
+        endReason = reason
+        if !relay.upstreamSaidBye {
+            endUpstreamFrameForBye()
+            localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
+        }
+        // The session ends (and leaves the registry) when the client's
+        // connection closes, after what is queued for it has gone out.
+        closeWhenWritten()
+    }
+
+    /// The upstream died inside a response: bring the client's parser to a
+    /// point where it can read a BYE. The rest of an open literal is filled
+    /// with spaces (a BYE there would be read as message bytes), then the
+    /// line is ended without its closing parenthesis, so the truncated
+    /// response is malformed and no client can take it for complete data.
+    func endUpstreamFrameForBye() {
+        guard !upstreamDecoder.framer.isAtFrameBoundary else { return }
+        var remaining = upstreamDecoder.framer.literalBytesRemaining
+        if remaining > 0 {
+            logger.notice("upstream closed inside a literal; padding it for the client",
+                          metadata: ["literal.missing_bytes": "\(remaining)"])
+            let chunk = ProxySession.padding
+            while remaining >= UInt64(chunk.readableBytes) {
+                clientChannel.write(chunk, promise: nil)
+                remaining -= UInt64(chunk.readableBytes)
+            }
+            if remaining > 0 {
+                clientChannel.write(ByteBuffer(repeating: UInt8(ascii: " "), count: Int(remaining)), promise: nil)
+            }
+        }
+        clientChannel.write(ByteBuffer(string: "\r\n"), promise: nil)
+        upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
+    }
+
+    static let padding = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 * 1024)
+
+    /// SIGTERM: BYE now if nothing is in flight, else once it finishes.
+    func beginShutdown() {
+        switch phase {
+        case .connecting, .preAuth, .loginFailed:
+            endReason = "server shutting down"
+            phase = .closed
+            clientChannel.writeAndFlush(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n")).whenComplete {
+                [clientChannel] _ in clientChannel.close(promise: nil)
+            }
+        case .loggingIn, .relay:
+            draining = true
+            byeIfQuiet()
+        case .closed:
+            break
+        }
+    }
+
+    /// The grace period is over: BYE where the stream allows it, and close.
+    func forceClose() {
+        guard phase != .closed else { return }
+        endReason = "server shut down (grace period over)"
+        if phase == .relay {
+            endUpstreamFrameForBye()
+            queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down.\r\n"))
+        } else {
+            writeToClient("* BYE Server shutting down.\r\n", flush: true)
+        }
+        closeBoth()
+    }
+
+    /// While draining: BYE and close once no command is in flight (a client
+    /// in IDLE counts as quiet) and both streams are between frames.
+    func byeIfQuiet() {
+        guard draining, phase == .relay else { return }
+        let quiet = relay.commandsInFlight == 0 || clientDecoder.framer.clientExpectation == .idleDone
+        guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
+        endReason = "server shutting down"
+        queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n"))
+        closeWhenWritten()
+    }
+
+
+    /// How long a closing session waits for its client to take what is
+    /// already queued for it before the connection is cut.
+    static let closeDrainLimit: TimeAmount = .seconds(30)
+
+    /// Closes the client connection once everything queued for it has been
+    /// written: NIO's `close` drops unwritten data, so a slow reader would
+    /// lose the end of a FETCH the upstream had already finished, and its
+    /// BYE and tagged OK (the upstream answers a pipelined LOGOUT and closes
+    /// while the client is still reading). A client that stops reading is cut
+    /// after `closeDrainLimit`.
+    func closeClientWhenWritten() {
+        let channel = clientChannel
+        let limit = channel.eventLoop.scheduleTask(in: ProxySession.closeDrainLimit) { channel.close(promise: nil) }
+        channel.writeAndFlush(ProxySession.empty).whenComplete { _ in
+            limit.cancel()
+            channel.close(promise: nil)
+        }
+    }
+
+    /// Ends the session after the proxy's last answer: the upstream closes
+    /// now, the client once that answer and all before it are written.
+    func closeWhenWritten() {
+        phase = .closed
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        flushLocalResponses()
+        closeClientWhenWritten()
+    }
+
+    func closeBoth() {
+        closingUpstream = true
+        flushLocalResponses()
+        clientChannel.flush()
+        clientChannel.close(promise: nil)
+        upstreamChannel?.close(promise: nil)
+    }
+
+    func end(reason: String) {
+        guard !ended else { return }
+        ended = true
+        phase = .closed
+        inactivityTimer?.cancel()
+        inactivityTimer = nil
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        logger.info("session ended", metadata: [
+            "imap.user": "\(user ?? "-")",
+            "bytes.from_client": "\(bytesFromClient)",
+            "bytes.from_upstream": "\(bytesFromUpstream)",
+            "duration.seconds": "\((duration * 1000).rounded() / 1000)",
+            "reason": "\(reason)",
+        ])
+    }
+}

@@ -1,0 +1,168 @@
+import IMAPWire
+import Logging
+import SluiceFilters
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Frames the rules selected: collected whole, run through the `FilterEngine`, re-encoded if rewritten.
+extension ProxySession {
+    /// The name of a command or response from its first line (`UID FETCH`, `LIST`, `FETCH` for `* 3 FETCH`).
+    static func name(of segment: LineSegment) -> String? {
+        Frame(kind: segment.kind, segments: [segment.bytes], literals: [], offset: 0, length: 0).name
+    }
+
+    /// Adds a line of the command being collected. Small LITERAL+ literals
+    /// are collected too; a synchronizing literal ends the collected part
+    /// (the filters decide before the client sends it, so a refusal comes
+    /// before the client's literal), and so does a large one: either
+    /// streams from the client as it arrives.
+    func collectCommand(_ segment: LineSegment) {
+        guard var head = commandHead else { return }
+        head.append(segment: segment.bytes)
+        if head.collectedBytes > IMAPLimits.maxCollectedBytes {
+            // Too large for the rules to read whole: refused, never forwarded (review S10).
+            commandHead = nil
+            logger.notice("selected command refused: over the collected-bytes budget",
+                          metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
+            relay.commandAnsweredByProxy()
+            queueLocalResponse(ByteBuffer(string: "\(relay.currentClientTag ?? "*") BAD Command too large for this proxy's rules.\r\n"))
+            if let literal = segment.literal {
+                if literal.isSynchronizing { clientDecoder.framer.abandonLiteral() } else { droppingClientFrame = true }
+            }
+            return
+        }
+        if let literal = segment.literal {
+            if !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit {
+                head.literals.append(FrameLiteral(header: literal, chunks: []))
+                commandHead = head
+                return
+            }
+            head.literals.append(FrameLiteral(header: literal, chunks: nil))
+            commandHead = nil
+            finishCommand(head, streamed: literal)
+        } else {
+            commandHead = nil
+            finishCommand(head, streamed: nil)
+        }
+    }
+
+    func finishCommand(_ head: CollectedFrame, streamed: LiteralHeader?) {
+        guard let engine, let upstream = upstreamChannel else { return }
+        let frame = head.frame
+        let decision = engine.process(command: frame, streamedLiteral: streamed)
+        switch decision {
+        case .forwardOriginal:
+            head.write(to: upstream)
+        case .forwardRewritten(let command):
+            sendUpstream(command, original: frame, streamed: streamed)
+        case .respond(let bytes):
+            relay.commandAnsweredByProxy()
+            queueLocalResponse(bytes)
+            if let streamed {
+                if streamed.isSynchronizing {
+                    clientDecoder.framer.abandonLiteral()  // the client will not send it
+                } else {
+                    droppingClientFrame = true  // read and drop the {n+} literal and the rest
+                }
+            }
+            return
+        }
+        if case .refuse(let hint) = relay.clientLineForwarded(literal: streamed) { endForClientProtocolError(hint: hint) }
+    }
+
+    /// Encodes a (rewritten) command for the upstream: literals as
+    /// LITERAL+/LITERAL- allow, original literals by reference, and a
+    /// streamed literal announced in the client's own form (so the
+    /// upstream's `+`, if any, is what the client waits for).
+    func sendUpstream(_ command: ParsedCommand, original: Frame, streamed: LiteralHeader?) {
+        guard let upstream = upstreamChannel else { return }
+        let upper = Set(upstreamCapabilities.map { $0.uppercased() })
+        let receiver: EncodingOptions.Receiver = upper.contains("LITERAL+") ? .serverWithLiteralPlus
+            : (upper.contains("LITERAL-") ? .serverWithLiteralMinus : .server)
+        var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver, utf8Accepted: engine?.context.utf8Enabled ?? false))
+        encoder.writeRaw(command.tag + " " + command.name)
+        var arguments = command.arguments
+        if streamed != nil, case .literal(_, _, nil)? = arguments.last { arguments.removeLast() }
+        if !arguments.isEmpty {
+            encoder.writeSpace()
+            encoder.writeTokens(arguments)
+        }
+        if let streamed {
+            encoder.writeSpace()
+            encoder.writeRaw((streamed.isBinary ? "~" : "") + "{\(streamed.size)" + (streamed.isSynchronizing ? "}" : "+}"))
+        }
+        let encoded = encoder.finish()
+        // Split where a synchronizing literal must wait for the upstream's "+".
+        var parts: [ByteBuffer] = []
+        var current = ByteBuffer()
+        for (index, segment) in encoded.segments.enumerated() {
+            var segment = segment
+            current.writeBuffer(&segment)
+            guard index < encoded.literals.count else { continue }
+            let literal = encoded.literals[index]
+            if literal.header.isSynchronizing {
+                parts.append(current)
+                current = ByteBuffer()
+            }
+            switch literal.payload {
+            case .bytes(var bytes):
+                current.writeBuffer(&bytes)
+            case .original(let literalIndex):
+                for var chunk in original.literals[literalIndex].chunks ?? [] { current.writeBuffer(&chunk) }
+            }
+        }
+        // The line announcing a streamed literal ends with CRLF from finish(); it is the literal's own.
+        parts.append(current)
+        upstream.write(parts.removeFirst(), promise: nil)
+        if !parts.isEmpty {
+            relay.holdParts(parts, tag: command.tag)
+            upstream.flush()
+        }
+    }
+
+    /// Adds a line of the response being collected. A literal too large to
+    /// collect (a message body) ends filtering for this response: what was
+    /// collected goes out as it was, and the rest streams.
+    func collectResponse(_ segment: LineSegment) {
+        guard var head = responseHead else { return }
+        head.append(segment: segment.bytes)
+        if head.collectedBytes > IMAPLimits.maxCollectedBytes {
+            // A response the rules selected but cannot hold: the session ends
+            // rather than passing it unread (review S10, DESIGN principle 5).
+            responseHead = nil
+            logger.notice("selected response over the collected-bytes budget",
+                          metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
+            upstreamBuffer.clear()  // nothing more of this stream is read
+            endReason = "upstream response too large for the rules"
+            localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server response too large for this proxy's rules.\r\n"))
+            closeWhenWritten()
+            return
+        }
+        if let literal = segment.literal {
+            if literal.size <= ProxySession.filterLiteralLimit {
+                head.literals.append(FrameLiteral(header: literal, chunks: []))
+                responseHead = head
+            } else {
+                responseHead = nil
+                head.write(to: clientChannel)
+                if let tag = head.frame.tag, head.kind == .taggedResponse { engine?.taggedResponsePassed(tag: tag) }
+            }
+            return
+        }
+        responseHead = nil
+        guard let engine else { return }
+        switch engine.process(response: head.frame) {
+        case .forwardOriginal:
+            if head.segments.count == 1, let rewritten = capabilityRewriter.rewrite(segment) {
+                clientChannel.write(rewritten, promise: nil)
+            } else {
+                head.write(to: clientChannel)
+            }
+        case .forwardRewritten(let bytes):
+            clientChannel.write(bytes, promise: nil)
+        case .drop:
+            break
+        }
+    }
+}

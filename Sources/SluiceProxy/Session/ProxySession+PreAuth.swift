@@ -1,0 +1,77 @@
+import IMAPWire
+import Logging
+import SluiceFilters
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Before login: the proxy answers the client itself (`PreAuthStateMachine`), and STARTTLS.
+extension ProxySession {
+    func processPreAuth() throws {
+        while preAuth.acceptsFrames && phase == .preAuth && clientChannel.isWritable {
+            guard let frame = try clientDecoder.next(&clientBuffer) else {
+                if clientDecoder.takeContinuationRequest() != nil, let partial = clientDecoder.frameInProgress {
+                    if let refusal = preAuth.literalAnnounced(in: partial) {
+                        _ = clientDecoder.abandonLiteral()  // the client will not send it
+                        perform(refusal)
+                        continue
+                    }
+                    writeToClient("+ Ready for literal data\r\n", flush: true)
+                }
+                break
+            }
+            let action = preAuth.receive(frame)
+            if !preAuth.isAwaitingSASL { clientDecoder.framer.authenticationEnded() }
+            perform(action)
+        }
+        compact(&clientBuffer)
+    }
+
+    func perform(_ action: PreAuthStateMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .send(let lines):
+            writeToClient(lines, flush: true)
+        case .sendAndClose(let lines):
+            endReason = "closed in pre-auth"
+            phase = .closed
+            clientChannel.writeAndFlush(ByteBuffer(string: lines)).whenComplete { [clientChannel] _ in
+                clientChannel.close(promise: nil)
+            }
+        case .startTLS(let ok):
+            startClientTLS(ok: ok)
+        case .login(_, let credentials):
+            phase = .loggingIn
+            user = credentials.userName
+            logger[metadataKey: "imap.user"] = "\(credentials.userName)"
+            route(credentials)
+        }
+    }
+
+    func startClientTLS(ok: String) {
+        guard let context = tls.server else {
+            writeToClient("* BAD TLS is not configured.\r\n", flush: true)
+            return
+        }
+        // Plaintext pipelined behind STARTTLS is discarded (the STARTTLS
+        // command-injection class of bugs, CVE-2011-0411 and kin).
+        clientBuffer.clear()
+        clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits,
+                                         literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
+        // The OK is written and flushed to the channel below the pipeline
+        // before the TLS handler goes in front of it, in the same event-loop
+        // turn: it leaves in plaintext (now, or when the socket can take it),
+        // and every byte read from here on passes through TLS. The session is
+        // protected only once the handshake completes (`clientTLSEstablished`),
+        // review S7. (A flush issued after adding the handler would be held
+        // by it until the handshake, which waits for this OK.)
+        clientChannel.writeAndFlush(ByteBuffer(string: ok), promise: nil)
+        do {
+            try clientChannel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+        } catch {
+            endReason = "client TLS: \(error)"
+            clientChannel.close(promise: nil)
+        }
+    }
+}

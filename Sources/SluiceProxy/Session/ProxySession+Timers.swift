@@ -1,0 +1,77 @@
+import IMAPWire
+import Logging
+import SluiceFilters
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The session's timers: the login deadline and the inactivity check.
+extension ProxySession {
+    /// The login did not complete within `timeouts.login`.
+    func loginDeadlinePassed() {
+        loginDeadline = nil
+        let loggedIn = phase == .relay && (configuration.mode == .proxy || user != nil)
+        guard !loggedIn, phase != .closed else { return }
+        endReason = "login timeout"
+        logger.notice("login time exceeded")
+        phase = .closed
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        writeToClient("* BYE Login time exceeded.\r\n", flush: false)
+        closeClientWhenWritten()
+    }
+
+    func loginCompleted() {
+        loginDeadline?.cancel()
+        loginDeadline = nil
+    }
+
+    /// One scheduled check per session, re-armed only when it fires: marking
+    /// activity costs a clock read per read event (NIO's IdleStateHandler
+    /// allocated a promise for every write and sat in the pipeline).
+    func startInactivityTimer(_ limit: TimeAmount) {
+        inactivityLimit = limit
+        lastActivity = .now()
+        scheduleInactivityCheck(at: lastActivity + limit)
+    }
+
+    func scheduleInactivityCheck(at deadline: NIODeadline) {
+        inactivityTimer?.cancel()
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        inactivityTimer = clientChannel.eventLoop.scheduleTask(deadline: deadline) {
+            bound.value.inactivityCheck()
+        }
+    }
+
+    func noteActivity() {
+        lastActivity = .now()
+    }
+
+    func inactivityCheck() {
+        inactivityTimer = nil
+        guard phase != .closed else { return }
+        let due = lastActivity + inactivityLimit
+        if NIODeadline.now() < due {
+            scheduleInactivityCheck(at: due)
+            return
+        }
+        switch phase {
+        case .connecting, .preAuth, .loggingIn, .loginFailed:
+            endReason = "pre-auth timeout"
+            writeToClient("* BYE Disconnected for inactivity.\r\n", flush: true)
+            clientChannel.close(promise: nil)
+        case .relay:
+            // RFC 2177: a client in IDLE is not idle; it re-issues IDLE on its own schedule.
+            if clientDecoder.framer.clientExpectation == .idleDone {
+                scheduleInactivityCheck(at: .now() + inactivityLimit)
+                return
+            }
+            endReason = "idle timeout"
+            endUpstreamFrameForBye()
+            queueLocalResponse(ByteBuffer(string: "* BYE Disconnected for inactivity.\r\n"))
+            closeWhenWritten()
+        case .closed:
+            break
+        }
+    }
+}

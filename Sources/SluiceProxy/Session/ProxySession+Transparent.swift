@@ -1,0 +1,61 @@
+import IMAPWire
+import Logging
+import SluiceFilters
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Transparent mode: who logged in, read from the relayed login, and the rules it brings.
+extension ProxySession {
+    /// Transparent mode: remember who logs in (for the session log) from a
+    /// LOGIN line or AUTHENTICATE PLAIN with an initial response.
+    func noteTransparentLogin(_ segment: LineSegment) {
+        guard segment.secondWordIs("LOGIN") || segment.secondWordIs("AUTHENTICATE") else { return }
+        transparentLoginTag = segment.tag
+        guard segment.endsFrame else { return }
+        let frame = Frame(kind: .command, segments: [segment.bytes], literals: [], offset: 0,
+                          length: segment.bytes.readableBytes)
+        guard let command = try? frame.command() else { return }
+        if let login = LoginCommand(command) {
+            pendingTransparentUser = String(decoding: login.user, as: UTF8.self)
+        } else if let authenticate = AuthenticateCommand(command), authenticate.mechanism.uppercased() == "PLAIN",
+                  let initial = authenticate.initialResponse, let decoded = Base64.decode(initial) {
+            let parts = decoded.split(separator: 0, omittingEmptySubsequences: false)
+            if parts.count == 3 {
+                let authz = String(decoding: parts[0], as: UTF8.self)
+                pendingTransparentUser = authz.isEmpty ? String(decoding: parts[1], as: UTF8.self) : authz
+            }
+        }
+    }
+
+    /// Transparent mode: the upstream answered the login. From here the
+    /// rules apply as in proxy mode (review S4: they were silently skipped).
+    /// Returns `false` when the session was ended instead: with rules
+    /// configured, a login whose user the proxy could not read (a mechanism
+    /// other than PLAIN, a name sent as a literal) cannot have its rules
+    /// chosen, so it is refused rather than relayed unfiltered.
+    func transparentLoginAnswered(_ segment: LineSegment) -> Bool {
+        transparentLoginTag = nil
+        let name = pendingTransparentUser
+        pendingTransparentUser = nil
+        guard segment.secondWordIs("OK") else { return true }
+        if !configuration.filters.isEmpty && name == nil {
+            endReason = "transparent login with rules: user unknown"
+            logger.warning("login refused: the rules need the user name, which this login did not show")
+            let tag = segment.tag ?? "*"
+            queueLocalResponse(ByteBuffer(string: "\(tag) NO [UNAVAILABLE] Log in with LOGIN or AUTHENTICATE PLAIN.\r\n"
+                + "* BYE Logging out.\r\n"))
+            closeWhenWritten()
+            return false
+        }
+        let known = name ?? "(unknown)"
+        user = known
+        logger[metadataKey: "imap.user"] = "\(known)"
+        logger.info("upstream login succeeded")
+        loginCompleted()
+        engine = configuration.filters.engine(user: known, groups: [], clientAddress: clientAddressText,
+                                              upstreamCapabilities: upstreamCapabilities, logger: logger)
+        startInactivityTimer(configuration.idleTimeout)
+        return true
+    }
+}

@@ -1,0 +1,221 @@
+import IMAPWire
+import Logging
+import SluiceFilters
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Routing, connecting to the upstream and logging in there (`UpstreamLoginStateMachine`).
+extension ProxySession {
+    /// The upstream's side until its login completed: greeting, capability
+    /// and login answers are a few hundred bytes (review F6: a 16 MiB relay
+    /// limit let a broken upstream cost 27 MB per session here).
+    static func upstreamLoginDecoder() -> IMAPFrameDecoder {
+        IMAPFrameDecoder(peer: .server, limits: .upstreamLogin, literalCaptureLimit: IMAPLimits.upstreamLogin.maxLiteralSize)
+    }
+
+    /// Asks the router where this user goes, then connects there.
+    func route(_ clientCredentials: Credentials) {
+        var rewritten = clientCredentials
+        for rewrite in configuration.loginRewrites {
+            guard let name = rewrite.apply(clientCredentials.userName) else { continue }
+            logger[metadataKey: "imap.upstream_user"] = "\(name)"
+            rewritten.user = Array(name.utf8)
+            break
+        }
+        let credentials = rewritten
+        let deadlineBound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        upstreamLoginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.upstreamLoginTimeout) {
+            deadlineBound.value.loginFailed(response: ProxySession.unavailable, reason: "upstream login timed out")
+        }
+        let request = RouteRequest(credentials: credentials, clientAddress: clientChannel.remoteAddress,
+                                   clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS)
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        router.route(request, on: clientChannel.eventLoop).hop(to: clientChannel.eventLoop).whenComplete { result in
+            let session = bound.value
+            guard session.phase == .loggingIn else { return }
+            switch result {
+            case .success(.route(let route)):
+                session.connectUpstream(route: route, clientPassword: credentials.password)
+            case .success(.reject(let response)):
+                session.loginFailed(response: response, reason: "refused by the router")
+            case .failure(let error):
+                session.loginFailed(response: ProxySession.unavailable, reason: "router failed: \(error)")
+            }
+        }
+    }
+
+    func connectUpstream(route: Route, clientPassword: [UInt8]) {
+        let upstream = route.upstream
+        logger[metadataKey: "upstream.host"] = "\(HostPort(host: upstream.host, port: upstream.port))"
+        if route.upstreamName != "\(upstream.host):\(upstream.port)" {
+            logger[metadataKey: "upstream.name"] = "\(route.upstreamName)"
+        }
+        if case .asUser(let name) = route.login, !name.isEmpty, name != user {
+            logger[metadataKey: "imap.upstream_user"] = "\(name)"
+        }
+        // With filters, the proxy asks the delimiter itself before the relay starts.
+        routeGroups = route.groups
+        let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
+        let forward = upstream.forwardClientAddress
+            ? ForwardedAddresses(client: clientChannel.remoteAddress, local: clientChannel.localAddress,
+                                 clientID: preAuth.clientID) : nil
+        upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
+                                                  useStartTLS: upstream.security == .starttls, learnDelimiter: learn,
+                                                  forward: forward)
+        currentUpstream = upstream
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        let tlsContext = upstream.tlsContext
+        let serverName = upstream.serverName
+        let bootstrap = ClientBootstrap(group: clientChannel.eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: ProxySession.receiveAllocator)
+            .channelOption(.writeBufferWaterMark, value: .init(
+                low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if upstream.security == .implicit, let tlsContext {
+                        let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(session: bound.value))
+                }
+            }
+        upstream.connect(bootstrap, on: clientChannel.eventLoop).whenComplete { result in
+            let session = bound.value
+            switch result {
+            case .success(let channel):
+                session.upstreamChannel = channel
+                if session.phase == .connecting {
+                    session.startTransparentRelay()
+                } else if session.phase != .loggingIn {
+                    channel.close(promise: nil)
+                }
+            case .failure(let error):
+                session.upstreamUnavailable(reason: "connect failed: \(error)")
+            }
+        }
+    }
+
+    /// The upstream cannot be reached (or fails TLS) before the relay started.
+    func upstreamUnavailable(reason: String) {
+        if phase == .connecting {
+            endReason = reason
+            logger.notice("upstream unavailable", metadata: ["reason": "\(reason)"])
+            phase = .closed
+            clientChannel.writeAndFlush(ByteBuffer(string: "* BYE [UNAVAILABLE] Server is unavailable.\r\n")).whenComplete {
+                [clientChannel] _ in clientChannel.close(promise: nil)
+            }
+        } else {
+            loginFailed(response: ProxySession.unavailable, reason: reason)
+        }
+    }
+
+    /// Transparent mode: the upstream is connected; from here every byte in
+    /// both directions relays, greeting and login included.
+    func startTransparentRelay() {
+        phase = .relay
+        clientDecoder = IMAPFrameDecoder(peer: .client, limits: configuration.clientLimits, literalCaptureLimit: 8 * 1024)
+        upstreamDecoder.framer.limits = configuration.serverLimits
+        resumeReads()
+        upstreamChannel?.read()
+    }
+
+    func processUpstreamLogin() throws {
+        while phase == .loggingIn, let frame = try upstreamDecoder.next(&upstreamBuffer) {
+            guard var login = upstreamLogin else { return }
+            let action = login.receive(frame)
+            upstreamLogin = login
+            performLogin(action)
+        }
+        if phase == .relay { try relayFromUpstream() }
+    }
+
+    func performLogin(_ action: UpstreamLoginStateMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .send(let bytes):
+            upstreamChannel?.writeAndFlush(bytes, promise: nil)
+        case .sendThenStartTLS:
+            guard let channel = upstreamChannel, let context = currentUpstream?.tlsContext else {
+                loginFailed(response: ProxySession.unavailable, reason: "no TLS context for upstream")
+                return
+            }
+            upstreamBuffer.clear()  // nothing the server said in plaintext after STARTTLS counts
+            do {
+                let handler = try NIOSSLClientHandler(context: context, serverHostname: currentUpstream?.serverName)
+                try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+            } catch {
+                loginFailed(response: ProxySession.unavailable, reason: "upstream TLS: \(error)")
+            }
+        case .succeeded(let capabilities, let delimiter):
+            loginSucceeded(capabilities: capabilities, delimiter: delimiter)
+        case .failed(let response, let reason):
+            loginFailed(response: response, reason: reason)
+        }
+    }
+
+    func loginSucceeded(capabilities: [String], delimiter: UInt8?) {
+        upstreamLogin = nil
+        upstreamLoginDeadline?.cancel()
+        upstreamLoginDeadline = nil
+        loginCompleted()
+        penalty.succeeded(ip: clientChannel.remoteAddress?.ipAddress)
+        phase = .relay
+        logger.info("upstream login succeeded")
+        // COMPRESS would make the stream unparseable for the relay; it is not offered.
+        var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
+        upstreamCapabilities = capabilities
+        engine = configuration.filters.engine(user: user ?? "", groups: routeGroups, clientAddress: clientAddressText,
+                                              upstreamCapabilities: capabilities, logger: logger)
+        if let engine {
+            offered = engine.capabilities(offered)
+            if let delimiter { engine.learned(hierarchyDelimiter: delimiter) }
+        }
+        let action = preAuth.loginSucceeded(capabilities: offered)
+        if case .send(let ok) = action { writeToClient(ok, flush: true) }
+        clientDecoder.framer.limits = configuration.clientLimits
+        upstreamDecoder.framer.limits = configuration.serverLimits
+        startInactivityTimer(configuration.idleTimeout)
+        // Bytes that arrived behind the login on either side now relay.
+        do {
+            try relayFromUpstream()
+            try relayFromClient()
+        } catch {
+            endReason = "framing error after login: \(error)"
+            closeBoth()
+            return
+        }
+        clientChannel.flush()
+        upstreamChannel?.flush()
+        resumeReads()
+        byeIfQuiet()
+    }
+
+    func loginFailed(response: String, reason: String) {
+        guard phase == .loggingIn else { return }
+        logger.notice("login failed", metadata: ["reason": "\(reason)"])
+        upstreamLoginDeadline?.cancel()
+        upstreamLoginDeadline = nil
+        phase = .loginFailed
+        upstreamLogin = nil
+        closingUpstream = true
+        upstreamChannel?.close(promise: nil)
+        upstreamChannel = nil
+        closingUpstream = false
+        upstreamBuffer.clear()
+        upstreamDecoder = ProxySession.upstreamLoginDecoder()
+        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        let delay = penalty.failed(ip: clientChannel.remoteAddress?.ipAddress)
+        clientChannel.eventLoop.scheduleTask(in: delay) {
+            let session = bound.value
+            guard session.phase == .loginFailed else { return }
+            session.phase = .preAuth
+            session.perform(session.preAuth.loginFailed(response: response))
+            session.processClient()
+            session.resumeReads()
+        }
+    }
+}
