@@ -90,7 +90,10 @@ let package = Package(
         // reproducer that runs the fuzz function over files given as arguments.
         .executableTarget(
             name: "imapwire-fuzz",
-            dependencies: ["IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "IMAPWire", "SluiceFilters",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The custom filter of docs/filters.md, and a sluice of one's own with it.
         .target(

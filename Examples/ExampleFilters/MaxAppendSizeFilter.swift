@@ -18,16 +18,24 @@ public struct MaxAppendSizeFilter: Filter {
     public var commands: CommandSelection { .named(["APPEND"]) }
 
     public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
-        // APPEND mailbox [flags] [date] literal: the message is the last
-        // argument. Its size is in the literal's header; the bytes stream
-        // past the filter and are never copied for it.
         guard let target = MailboxArguments.first(of: command.parsed)?.displayName(utf8: context.utf8Enabled),
-              target == mailbox,
-              case .literal(_, let size, _)? = command.arguments.last,
-              size > maxBytes
+              target == mailbox
         else { return next(command, context) }
-        // Answered before a synchronizing literal is sent; a LITERAL+ one is
-        // read and dropped by the proxy.
+        // Every message of a MULTIAPPEND, and every TEXT part of a CATENATE,
+        // is a literal; sizes are in their headers, the bytes stream past
+        // the filter and are never copied for it. The filter sees the
+        // command again for each part after a streamed literal
+        // (`command.isContinuation`), so a large second message is caught
+        // too (the proxy then cancels the whole command on the server).
+        guard command.arguments.contains(where: { literalOver(maxBytes, in: $0) }) else { return next(command, context) }
         return .reply(.no("TOOBIG", "Messages over \(maxBytes) bytes cannot be stored in \(mailbox)."))
+    }
+
+    private func literalOver(_ limit: UInt64, in token: IMAPToken) -> Bool {
+        switch token {
+        case .literal(_, let size, _): return size > limit
+        case .list(let elements): return elements.contains { literalOver(limit, in: $0) }
+        default: return false
+        }
     }
 }

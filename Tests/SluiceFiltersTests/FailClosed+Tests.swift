@@ -134,3 +134,78 @@ struct FailClosedTests {
         #expect(engine.context.inFlight.isEmpty)
     }
 }
+
+/// Commands the filters see part by part (review S13).
+@Suite("Filter engine: continuing commands")
+struct ContinuingCommandTests {
+    private func frame(_ text: String) throws -> Frame {
+        var decoder = IMAPFrameDecoder(peer: .client, literalCaptureLimit: 16)
+        var buffer = ByteBuffer(string: text)
+        return try #require(try decoder.next(&buffer))
+    }
+
+    /// A command's first part, up to a literal announcement whose bytes have not come.
+    private func partialFrame(_ text: String) throws -> Frame {
+        var decoder = IMAPFrameDecoder(peer: .client, literalCaptureLimit: 16)
+        var buffer = ByteBuffer(string: text)
+        #expect(try decoder.next(&buffer) == nil)
+        return try #require(decoder.frameInProgress)
+    }
+
+    private func engine(_ filters: [any Filter]) throws -> FilterEngine {
+        let set = FilterSet(filters.map { FilterSet.Entry(filter: $0) })
+        return try #require(set.engine(user: "u", clientAddress: nil, upstreamCapabilities: [], logger: Logger(label: "test")))
+    }
+
+    @Test("a CATENATE URL after a streamed literal is judged when its part comes")
+    func catenateAfterLiteral() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret")])])
+        // The whole command so far, the 20-byte TEXT literal's bytes not captured (it streamed).
+        let soFar = try frame("a APPEND Sent CATENATE (TEXT {20+}\r\n01234567890123456789 URL \"/Secret/;UID=1\")\r\n")
+        let decision = engine.process(command: soFar, streamedLiteral: nil, continuing: true)
+        guard case .respond(let bytes) = decision else { Issue.record("forwarded"); return }
+        #expect(String(buffer: bytes) == "a NO [NONEXISTENT] Mailbox does not exist.\r\n")
+        #expect(engine.context.inFlight.isEmpty, "a continuation does not enter the in-flight queue again")
+    }
+
+    @Test("a first part that ends inside a list (CATENATE's streamed TEXT) parses; the same text complete does not")
+    func firstPartInsideList() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret")])])
+        let firstPart = try partialFrame("a APPEND INBOX CATENATE (TEXT {70000}\r\n")
+        let streamed = try #require(firstPart.literals.last?.header)
+        guard case .forwardOriginal = engine.process(command: firstPart, streamedLiteral: streamed) else {
+            Issue.record("refused"); return
+        }
+        let unclosed = try frame("b APPEND INBOX CATENATE (TEXT \"x\"\r\n")
+        guard case .respond = engine.process(command: unclosed, streamedLiteral: nil) else { Issue.record("forwarded"); return }
+    }
+
+    @Test("a rewrite cannot leave a list open around a streamed literal: refused")
+    func rewriteInsideListRefused() throws {
+        let engine = try engine([ReadOnlyFilter()])
+        let firstPart = try partialFrame("a SELECT (TEXT {70000}\r\n")
+        let streamed = try #require(firstPart.literals.last?.header)
+        guard case .respond(let bytes) = engine.process(command: firstPart, streamedLiteral: streamed) else {
+            Issue.record("forwarded"); return
+        }
+        #expect(String(buffer: bytes).hasPrefix("a NO [CANNOT]"))
+    }
+
+    @Test("a continuation that passes is forwarded as sent, even if a filter would rewrite it")
+    func continuationNotRewritten() throws {
+        let engine = try engine([ReadOnlyFilter(), HideMailboxesFilter(patterns: [Glob("Secret")])])
+        let soFar = try frame("a SELECT Public\r\n")
+        guard case .forwardOriginal = engine.process(command: soFar, streamedLiteral: nil, continuing: true) else {
+            Issue.record("rewritten or refused"); return
+        }
+    }
+
+    @Test("a continuation that does not parse is refused")
+    func continuationUnparseable() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret")])])
+        let soFar = try frame("a APPEND Sent {20+}\r\n01234567890123456789 x[\r\n")
+        guard case .respond = engine.process(command: soFar, streamedLiteral: nil, continuing: true) else {
+            Issue.record("forwarded"); return
+        }
+    }
+}

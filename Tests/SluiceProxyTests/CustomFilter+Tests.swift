@@ -37,6 +37,12 @@ struct CustomFilterTests {
             let big = "Subject: big\r\n\r\n" + String(repeating: "y", count: 2000) + "\r\n"
             client.send("g APPEND INBOX {\(big.utf8.count)+}\r\n" + big + "\r\n")
             #expect(try client.readUntil(lineStarting: "g ").contains("g OK"))
+            // MULTIAPPEND whose second message is too large (review S13): the filter sees the command
+            // again after the first message streamed, the server is made to fail the whole command,
+            // and nothing is stored.
+            client.send("m APPEND Sent {5+}\r\nsmall {2000+}\r\n" + String(repeating: "z", count: 2000) + "\r\nn NOOP\r\n")
+            #expect(try client.readUntil(lineStarting: "m ") == "m NO [TOOBIG] Messages over 1000 bytes cannot be stored in Sent.\r\n")
+            #expect(try client.readUntil(lineStarting: "n ").contains("n OK"))
             client.send("h STATUS Sent (MESSAGES)\r\n")
             #expect(try client.readUntil(lineStarting: "h ").contains("(MESSAGES 1)"))
             client.send("i DELETE Sent\r\n")

@@ -706,6 +706,28 @@ def mailbox_rule_tests():
     check("S6: hide_mailboxes [INBOX.Private]: APPEND INBOX CATENATE (URL \"/INBOX.Private/;UID=1\") is refused, "
           "nothing appended", catenate)
 
+    def catenate_after_streamed_literal():
+        # The URL comes after a literal too large to hold for the rules (it streams to the
+        # server first): the rule sees the command again at the URL's part, and the server
+        # is made to fail the whole command (review S13).
+        fresh_mailbox("INBOX.Private", b"PRIVATE-BODY")
+        big = b"X" * 70000
+        before = message_count()
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-private")
+            for announce in (b"{%d+}" % len(big), b"{%d}" % len(big)):
+                c.sock.sendall(b"m APPEND INBOX CATENATE (TEXT " + announce + b"\r\n")
+                if not announce.endswith(b"+}"):
+                    read_until(c.sock, rb"\+[^\r\n]*\r\n")
+                c.sock.sendall(big + b' URL "/INBOX.Private/;UID=1")\r\nn NOOP\r\n')
+                reply = read_until(c.sock, rb"n OK[^\r\n]*\r\n")
+                assert b"m NO [NONEXISTENT]" in reply, reply
+                assert b"m OK" not in reply and b"m BAD" not in reply, reply
+            c.close()
+            assert message_count() == before, "a message was appended with the hidden mailbox's content"
+            assert_serving(sluice)
+    check("S13: hide_mailboxes [INBOX.Private]: a CATENATE URL after a 70 KB streamed TEXT part is refused, "
+          "nothing appended", catenate_after_streamed_literal)
 
 
 # ---------------------------------------------------------------------------

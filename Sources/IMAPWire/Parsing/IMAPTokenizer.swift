@@ -12,12 +12,17 @@ struct IMAPTokenizer {
     /// Dovecot writes a mailbox `Secret[x` as an atom). Commands stay strict:
     /// what the proxy cannot read there is refused (DESIGN principle 5).
     private let openBracketIsAtomByte: Bool
+    /// The text is the first part of a frame that goes on after its last
+    /// literal (a command whose literal streams): lists still open at the
+    /// end are closed there instead of being an error.
+    private let endsInsideFrame: Bool
     private(set) var position: Int
     private var nextLiteral = 0
     private var tokenCount = 0
 
     init(text: FrameText, literals: [FrameLiteral], limits: IMAPLimits, start: Int = 0,
-         openBracketIsAtomByte: Bool = false) {
+         openBracketIsAtomByte: Bool = false, endsInsideFrame: Bool = false) {
+        self.endsInsideFrame = endsInsideFrame
         self.text = text.bytes
         self.literalPositions = text.literalPositions
         self.literals = literals
@@ -111,7 +116,10 @@ struct IMAPTokenizer {
                 elements.append(try token(depth: depth))
                 continue
             }
-            guard position < text.count else { throw IMAPParseError(.unbalancedParenthesis, offset: position) }
+            guard position < text.count else {
+                if endsInsideFrame && isAtEnd { return .list(elements) }
+                throw IMAPParseError(.unbalancedParenthesis, offset: position)
+            }
             if text[position] == UInt8(ascii: ")") {
                 position += 1
                 return .list(elements)

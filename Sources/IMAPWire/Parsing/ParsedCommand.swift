@@ -25,9 +25,14 @@ public struct ParsedCommand: Hashable, Sendable {
 
 extension Frame {
     /// Parses a command frame into its tag, name and argument tokens.
-    public func command(limits: IMAPLimits = .client) throws(IMAPParseError) -> ParsedCommand {
+    ///
+    /// `continues`: the frame is a command's first part, which goes on after
+    /// its last literal (that literal streams): lists left open at the end
+    /// are closed there (`APPEND box CATENATE (TEXT {n}` is not an error).
+    public func command(limits: IMAPLimits = .client, continues: Bool = false) throws(IMAPParseError) -> ParsedCommand {
         guard kind == .command else { throw IMAPParseError(.missingTagOrName, offset: 0) }
-        var tokenizer = IMAPTokenizer(text: FrameText(self), literals: literals, limits: limits)
+        var tokenizer = IMAPTokenizer(text: FrameText(self), literals: literals, limits: limits,
+                                      endsInsideFrame: continues && !literals.isEmpty)
         guard let tagBytes = tokenizer.word(), let tag = String(validating: tagBytes, as: UTF8.self),
               var nameBytes = tokenizer.word(), nameBytes.allSatisfy(FrameHead.isNameByte)
         else { throw IMAPParseError(.missingTagOrName, offset: tokenizer.position) }

@@ -87,12 +87,20 @@ public struct ClientCommand: Sendable {
     /// upstream without passing through filters (APPEND's message). It is
     /// the last argument in `parsed`, as `.literal(bytes: nil)`.
     public let streamedLiteral: LiteralHeader?
+    /// The command continues after a literal that streamed past the filters
+    /// (MULTIAPPEND's next message, CATENATE's next part): the filters see
+    /// it once per part, with everything so far (literal bytes that
+    /// streamed are absent: `.literal(bytes: nil)`). The earlier parts
+    /// already went upstream, so only a refusal takes effect: the proxy then
+    /// makes the server fail the whole command and answers with the reply.
+    public let isContinuation: Bool
     public private(set) var isRewritten = false
 
-    public init(parsed: ParsedCommand, original: Frame, streamedLiteral: LiteralHeader?) {
+    public init(parsed: ParsedCommand, original: Frame, streamedLiteral: LiteralHeader?, isContinuation: Bool = false) {
         self.parsed = parsed
         self.original = original
         self.streamedLiteral = streamedLiteral
+        self.isContinuation = isContinuation
     }
 
     public var tag: String { parsed.tag }

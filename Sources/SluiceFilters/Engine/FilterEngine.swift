@@ -131,20 +131,34 @@ public final class FilterEngine {
     /// forwarded (DESIGN principle 5): the server may read what the proxy
     /// could not (Dovecot ignores trailing arguments, so `DELETE Secret x[`
     /// deleted `Secret` under a deny rule).
-    public func process(command frame: Frame, streamedLiteral: LiteralHeader?) -> CommandDecision {
+    ///
+    /// `continuing`: the frame is a command whose earlier parts already went
+    /// upstream, each ending in a literal that streamed past the rules
+    /// (MULTIAPPEND's next message, CATENATE's next part). The chain runs
+    /// again on everything so far; only a refusal takes effect then (the
+    /// parts sent cannot be rewritten), and the in-flight queue and state
+    /// are not touched again.
+    public func process(command frame: Frame, streamedLiteral: LiteralHeader?, continuing: Bool = false) -> CommandDecision {
         let parsed: ParsedCommand
         do {
-            parsed = try frame.command()
+            parsed = try frame.command(continues: streamedLiteral != nil)
         } catch {
             context.logger.notice("selected command refused: it does not parse", metadata: [
                 "imap.command": "\(frame.name ?? "-")", "parse.error": "\(error.hint)",
             ])
             return .respond(ByteBuffer(string: "\(frame.tag ?? "*") BAD \(error.hint).\r\n"))
         }
-        let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral)
+        let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral,
+                                    isContinuation: continuing)
         let outcome = runCommand(command, from: 0)
+        if continuing, case .forward = outcome { return .forwardOriginal }
         switch outcome {
         case .forward(let command):
+            if command.isRewritten, streamedLiteral != nil, !FilterEngine.endsWithStreamedLiteral(command.parsed) {
+                // The streamed literal sits inside a list (CATENATE's TEXT): the
+                // encoder cannot leave that list open, so the rewrite cannot be sent.
+                return .respond(ByteBuffer(string: "\(parsed.tag) NO [CANNOT] This command cannot be rewritten by the proxy's rules.\r\n"))
+            }
             var entry = InFlightCommand(tag: command.tag, name: command.name)
             if FilterEngine.trackedCommands.contains(command.baseName) || MailboxArguments.names.contains(command.baseName) {
                 entry.mailbox = MailboxArguments.first(of: command.parsed)
@@ -167,6 +181,12 @@ public final class FilterEngine {
             for line in untagged { text += "* \(line)\r\n" }
             return .respond(ByteBuffer(string: text + "\(parsed.tag) \(reply)\r\n"))
         }
+    }
+
+    /// Whether the command's last top-level argument is a literal that streams.
+    static func endsWithStreamedLiteral(_ command: ParsedCommand) -> Bool {
+        if case .literal(_, _, nil)? = command.arguments.last { return true }
+        return false
     }
 
     private func runCommand(_ command: ClientCommand, from index: Int) -> CommandOutcome {

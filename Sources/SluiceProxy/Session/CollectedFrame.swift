@@ -30,10 +30,11 @@ struct CollectedFrame {
         return Frame(kind: kind, segments: segments, literals: literals, offset: 0, length: length)
     }
 
-    /// Writes the bytes as they arrived.
-    func write(to channel: Channel) {
-        for (index, segment) in segments.enumerated() {
-            channel.write(segment, promise: nil)
+    /// Writes the bytes as they arrived, from segment `start` on (each
+    /// segment followed by the literal it announces, where it was held).
+    func write(to channel: Channel, from start: Int = 0) {
+        for index in start..<segments.count {
+            channel.write(segments[index], promise: nil)
             guard index < literals.count else { continue }
             for chunk in literals[index].chunks ?? [] { channel.write(chunk, promise: nil) }
         }

@@ -68,7 +68,62 @@ extension ProxySession {
             }
             return
         }
-        if case .refuse(let hint) = relay.clientLineForwarded(literal: streamed) { endForClientProtocolError(hint: hint) }
+        if case .refuse(let hint) = relay.clientLineForwarded(literal: streamed) {
+            endForClientProtocolError(hint: hint)
+            return
+        }
+        // What follows the streamed literal is judged when it comes.
+        if streamed != nil { continuingCommand = ContinuingCommand(frame: head) }
+    }
+
+    /// A line after a literal that streamed past the rules, in a command
+    /// they selected: the command so far (literal bytes that streamed are
+    /// not in it) runs through the chain again, as a continuation, before
+    /// this part goes on. A bare CRLF ends the command without asking.
+    func continueCommand(_ segment: LineSegment) {
+        guard var continuing = continuingCommand, let engine, let upstream = upstreamChannel else { return }
+        continuing.frame.append(segment: segment.bytes)
+        continuing.collectingLiteral = false
+        if let literal = segment.literal, !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit,
+           continuing.frame.collectedBytes <= IMAPLimits.maxCollectedBytes {
+            continuing.frame.literals.append(FrameLiteral(header: literal, chunks: []))
+            continuing.collectingLiteral = true
+            continuingCommand = continuing
+            return
+        }
+        if let literal = segment.literal { continuing.frame.literals.append(FrameLiteral(header: literal, chunks: nil)) }
+        let endsCommand = segment.endsFrame && segment.bytes.readableBytes <= 2
+        let decision: FilterEngine.CommandDecision
+        if continuing.frame.collectedBytes > IMAPLimits.maxCollectedBytes {
+            decision = .respond(ByteBuffer(string: "\(relay.currentClientTag ?? "*") BAD Command too large for this proxy's rules.\r\n"))
+        } else if endsCommand {
+            decision = .forwardOriginal
+        } else {
+            decision = engine.process(command: continuing.frame.frame, streamedLiteral: segment.literal, continuing: true)
+        }
+        switch decision {
+        case .forwardOriginal, .forwardRewritten:
+            continuing.frame.write(to: upstream, from: continuing.unsentFrom)
+            continuing.unsentFrom = continuing.frame.segments.count
+            continuingCommand = segment.literal == nil ? nil : continuing
+            if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal) {
+                endForClientProtocolError(hint: hint)
+            }
+        case .respond(let bytes):
+            // The server holds the first parts: make it fail the whole
+            // command, and answer the client with the rule's reply instead.
+            continuingCommand = nil
+            upstream.write(ContinuingCommand.cancellation, promise: nil)
+            if let tag = relay.currentClientTag { swallowedAnswers.insert(tag) }
+            queueLocalResponse(bytes)
+            if let literal = segment.literal {
+                if literal.isSynchronizing {
+                    clientDecoder.framer.abandonLiteral()  // the client will not send it
+                } else {
+                    droppingClientFrame = true  // read and drop the {n+} literal and the rest
+                }
+            }
+        }
     }
 
     /// Encodes a (rewritten) command for the upstream: literals as

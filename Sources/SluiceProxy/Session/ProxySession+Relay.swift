@@ -31,6 +31,10 @@ extension ProxySession {
                     collectCommand(segment)
                     continue
                 }
+                if continuingCommand != nil {
+                    continueCommand(segment)
+                    continue
+                }
                 if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
                     if segment.secondWordIs("COMPRESS") {
                         queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
@@ -68,6 +72,10 @@ extension ProxySession {
                     commandHead?.appendLiteralBytes(chunk)
                     continue
                 }
+                if continuingCommand?.collectingLiteral == true {
+                    continuingCommand?.frame.appendLiteralBytes(chunk)
+                    continue
+                }
                 upstream.write(chunk, promise: nil)
             }
         }
@@ -95,6 +103,17 @@ extension ProxySession {
                         }
                     }
                     if consumed { continue }
+                    if segment.kind == .taggedResponse, let tag = segment.tag, !swallowedAnswers.isEmpty,
+                       swallowedAnswers.remove(tag) != nil {
+                        // The answer to a command a rule refused mid-way (`ContinuingCommand`).
+                        engine?.taggedResponsePassed(tag: tag)
+                        swallowingUpstreamFrame = !segment.endsFrame
+                        continue
+                    }
+                }
+                if swallowingUpstreamFrame {
+                    swallowingUpstreamFrame = !segment.endsFrame
+                    continue
                 }
                 if responseHead != nil {
                     collectResponse(segment)
@@ -115,6 +134,7 @@ extension ProxySession {
                     clientChannel.write(segment.bytes, promise: nil)
                 }
             case .literalBytes(let chunk, _):
+                if swallowingUpstreamFrame { continue }
                 if responseHead != nil {
                     responseHead?.appendLiteralBytes(chunk)
                     continue

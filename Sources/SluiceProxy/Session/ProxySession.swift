@@ -63,6 +63,13 @@ final class ProxySession {
     var responseHead: CollectedFrame?
     /// The rest of a command the filters refused: its literal and lines are read and dropped.
     var droppingClientFrame = false
+    /// A selected command whose literal streamed: its next parts are judged as they come.
+    var continuingCommand: ContinuingCommand?
+    /// Tags whose upstream answer the client must not see: a rule refused
+    /// the command mid-way and answered it already (`ContinuingCommand`).
+    var swallowedAnswers: Set<String> = []
+    /// Reading the rest of an upstream answer that is swallowed.
+    var swallowingUpstreamFrame = false
     var upstreamCapabilities: [String] = []
     /// The router's groups for this user (rules can be scoped to them).
     var routeGroups: [String] = []
