@@ -126,6 +126,38 @@ struct FailClosedTests {
         #expect(try answer(engine, "d SELECT &Jjo-&\r\n") == "d NO [NOPERM] Not allowed here.\r\n")
     }
 
+    @Test("a SELECT whose name the proxy could not read selects a mailbox every scoped rule refuses")
+    func unreadableSelect() throws {
+        let engine = try engine([DenyCommandsFilter(names: ["FETCH"], mailboxes: [Glob("Secret*")])])
+        // As the relay holds it: a literal whose bytes stream is in the frame by size only.
+        var decoder = IMAPFrameDecoder(peer: .client, literalCaptureLimit: 0)
+        var buffer = ByteBuffer(string: "b SELECT {6}\r\n")
+        #expect(try decoder.next(&buffer) == nil)
+        let firstPart = try #require(decoder.frameInProgress)
+        guard case .forwardOriginal = engine.process(command: firstPart, streamedLiteral: firstPart.literals.last?.header)
+        else { Issue.record("SELECT refused"); return }
+        #expect(try answer(engine, "g FETCH 1 BODY[]\r\n") == "g NO [NOPERM] Not allowed here.\r\n")
+    }
+
+    @Test("RENAME of a parent is refused when a hidden or protected name lies under it")
+    func renameParent() throws {
+        let hide = try engine([HideMailboxesFilter(patterns: [Glob("Archive.2019")])])
+        #expect(try answer(hide, "a RENAME Archive Renamed\r\n") == "a NO [CANNOT] This mailbox cannot be renamed.\r\n")
+        #expect(try answer(hide, "b RENAME Arch Renamed\r\n") == nil)
+        #expect(try answer(hide, "c RENAME Archive.2018 Renamed\r\n") == nil)
+        let deny = try engine([DenyCommandsFilter(names: ["RENAME"], mailboxes: [Glob("Archive.2019")])])
+        #expect(try answer(deny, "d RENAME Archive Y\r\n") == "d NO [NOPERM] Not allowed here.\r\n")
+        #expect(try answer(deny, "e RENAME Other Y\r\n") == nil)
+    }
+
+    @Test("globs that may match names under a prefix", arguments: [
+        ("Archive.2019", "Archive.", true), ("Secret*", "Sec.", false), ("*Private", "Foo.", true),
+        ("Arch?ve.*", "Archive.", true), ("Archive", "Archive.", false),
+    ])
+    func mayMatchUnder(pattern: String, prefix: String, expected: Bool) {
+        #expect(Glob(pattern).mayMatchNames(startingWith: prefix) == expected)
+    }
+
     @Test("the in-flight queue drains in order at O(1) per command")
     func inFlightQueue() throws {
         let engine = try engine([DenyCommandsFilter(names: ["DELETE"])])

@@ -86,6 +86,54 @@ struct RelayStateMachineTests {
         #expect(run([.clientCommand(tag: tag, literal: Self.nonSync)]).verdicts == [.forward])
     }
 
+    @Test("a {n+} announced to the upstream as {n}: its + is the proxy's, its refusal drops the literal")
+    func literalPlusMadeSynchronizing() {
+        var machine = RelayStateMachine(maxCommandsInFlight: 10)
+        machine.clientFrameStarted(kind: .command, tag: "a")
+        #expect(machine.clientLineForwarded(literal: Self.nonSync, upstreamWaits: true) == .forward)
+        #expect(!machine.takesClientBytes, "the client's bytes wait for the server's +")
+        #expect(machine.upstreamFrameStarted(kind: .continuationRequest, tag: nil, isBye: false) == [.consumeLine, .resumeClient])
+        #expect(machine.takesClientBytes)
+
+        machine.clientFrameStarted(kind: .command, tag: "b")
+        _ = machine.clientLineForwarded(literal: Self.nonSync, upstreamWaits: true)
+        // a NOOP {17+}: the server answers without reading the literal; its bytes are dropped, never commands.
+        #expect(machine.upstreamFrameStarted(kind: .taggedResponse, tag: "b", isBye: false) == [.dropClientLiteral, .resumeClient])
+    }
+
+    // MARK: IDLE
+
+    @Test("IDLE's + never opens the gate of a literal announced behind it")
+    func idleContinuation() {
+        var machine = RelayStateMachine(maxCommandsInFlight: 10)
+        machine.clientFrameStarted(kind: .command, tag: "i", isIdle: true)
+        machine.clientFrameStarted(kind: .idleDone, tag: nil)
+        machine.clientFrameStarted(kind: .command, tag: "b")
+        _ = machine.clientLineForwarded(literal: Self.sync)
+        #expect(machine.upstreamFrameStarted(kind: .continuationRequest, tag: nil, isBye: false) == [], "+ idling")
+        #expect(!machine.takesClientBytes, "still waiting for b's own +")
+        _ = machine.upstreamFrameStarted(kind: .taggedResponse, tag: "i", isBye: false)
+        #expect(machine.upstreamFrameStarted(kind: .taggedResponse, tag: "b", isBye: false) == [.abandonClientLiteral, .resumeClient])
+    }
+
+    @Test("a refused IDLE expects no +")
+    func idleRefused() {
+        var machine = RelayStateMachine(maxCommandsInFlight: 10)
+        machine.clientFrameStarted(kind: .command, tag: "i", isIdle: true)
+        _ = machine.upstreamFrameStarted(kind: .taggedResponse, tag: "i", isBye: false)
+        machine.clientFrameStarted(kind: .command, tag: "b")
+        _ = machine.clientLineForwarded(literal: Self.sync)
+        #expect(machine.upstreamFrameStarted(kind: .continuationRequest, tag: nil, isBye: false) == [.resumeClient])
+    }
+
+    @Test("commands with tags a server answers untagged do not count as in flight")
+    func invalidTagsUncounted() {
+        var machine = RelayStateMachine(maxCommandsInFlight: 2)
+        for tag in ["a]", "*", "+", nil] as [String?] { machine.clientFrameStarted(kind: .command, tag: tag) }
+        #expect(machine.commandsInFlight == 0)
+        #expect(machine.takesClientBytes)
+    }
+
     // MARK: The proxy's own continuations
 
     @Test("the proxy's parts are sent on each +, which the client never sees")
@@ -156,7 +204,7 @@ struct RelayStateMachineTests {
 @Suite("Tags")
 struct IMAPTagTests {
     @Test("valid and invalid tags", arguments: [
-        ("a1", true), ("A.001", true), ("x]", true), ("*", false), ("+", false), ("a+", false), ("", false),
+        ("a1", true), ("A.001", true), ("x]", false), ("*", false), ("+", false), ("a+", false), ("", false),
         ("a b", false), ("a{", false), ("a%", false), ("a\"", false), ("caf\u{E9}", false),
     ])
     func tags(tag: String, valid: Bool) {

@@ -260,6 +260,8 @@ rules:
     users: ["u-nothing"]
   - hide_mailboxes: ["INBOX.Private"]
     users: ["u-private"]
+  - hide_mailboxes: ["Archive.2019"]
+    users: ["u-child"]
 """
 
 
@@ -1159,6 +1161,131 @@ def transparent_rules_test():
           "naming rules", test)
 
 
+# ---------------------------------------------------------------------------
+# The second red team (after the first fixes): ways past the rules that the
+# reviews did not name. Each is checked on the server.
+
+def red_team_tests():
+    def literal_plus_smuggling():
+        # Dovecot reads only the arguments NOOP takes (none) and skips to the end of the
+        # line; the bytes of the {n+} literal it never read then run as a command.
+        fresh_mailbox("Doomed")
+        d = direct()
+        payload = b"c DELETE Doomed\r\n"
+        reply = d.run(b"NOOP {%d+}\r\n" % len(payload) + payload, tag="a")
+        reply += d.read_tagged("c")
+        d.close()
+        assert b"c OK" in reply, f"the control failed: Dovecot did not run the literal as a command: {reply!r}"
+        fresh_mailbox("Doomed")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-deny")
+            for command in (b"NOOP", b"CHECK", b"NOOP ~"):
+                literal = b"{%d+}" % len(payload)
+                if command.endswith(b"~"):
+                    command, literal = command[:-1], b"~" + literal
+                # After the literal the line goes on (here: ends); then a command of its own.
+                c.sock.sendall(b"a " + command + b" " + literal + b"\r\n" + payload + b"\r\nz NOOP\r\n")
+                reply = read_until(c.sock, rb"z OK[^\r\n]*\r\n")
+                assert b"c OK" not in reply, f"{command} {literal}: the literal ran as a command: {reply!r}"
+            c.close()
+            assert b"Doomed" in mailboxes(), "Doomed was deleted through a {n+} literal"
+            assert_serving(sluice)
+    check("red team 1: a command inside a {n+} literal the server does not read never runs (deny [DELETE])",
+          literal_plus_smuggling)
+
+    def long_tag():
+        fresh_mailbox("Doomed")
+        tag = "X" * 70
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-hide")
+            c.sock.sendall(f"{tag} SELECT Secret\r\nz NOOP\r\n".encode())
+            reply = read_until(c.sock, rb"z OK[^\r\n]*\r\n")
+            assert b"READ-WRITE" not in reply and f"{tag} OK".encode() not in reply, reply
+            c.close()
+            c = as_user(sluice, "u-deny")
+            c.sock.sendall(f"{tag} DELETE Doomed\r\nz NOOP\r\n".encode())
+            reply = read_until(c.sock, rb"z OK[^\r\n]*\r\n")
+            c.close()
+            assert b"Doomed" in mailboxes(), f"Doomed was deleted by a command with a 70-byte tag: {reply!r}"
+            assert_serving(sluice)
+    check("red team 2: a command with a 70-byte tag is not forwarded past the rules", long_tag)
+
+    def idle_continuation():
+        fresh_mailbox("Doomed")
+        with rules_proxy() as sluice:
+            for between in (b"", b"DONE\r\n"):
+                c = as_user(sluice, "u-deny")
+                payload = b"c DELETE Doomed\r\n"
+                c.sock.sendall(b"i IDLE\r\n" + between + b"b NOOP {%d}\r\n" % len(payload) + payload)
+                time.sleep(1)
+                try:
+                    c.sock.sendall(b"DONE\r\nz NOOP\r\n")
+                except OSError:
+                    pass  # the proxy ended the session (a line other than DONE during IDLE)
+                data, _, _ = collect(c.sock, rb"z OK[^\r\n]*\r\n", 5)
+                assert b"c OK" not in data, f"the literal behind IDLE ran as a command: {data!r}"
+                c.close()
+            assert b"Doomed" in mailboxes(), "Doomed was deleted through IDLE's +"
+            assert_serving(sluice)
+    check("red team 4: IDLE's + does not release a literal announced behind IDLE", idle_continuation)
+
+    def select_literal_name():
+        fresh_mailbox("Secret", b"TOPSECRET")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-fetch")
+            c.sock.sendall(b"b SELECT {6}\r\n")
+            read_until(c.sock, rb"\+[^\r\n]*\r\n")
+            c.sock.sendall(b"Secret\r\ng FETCH 1 BODY[]\r\n")
+            reply = read_until(c.sock, rb"g (OK|NO|BAD)[^\r\n]*\r\n")
+            c.close()
+            assert b"TOPSECRET" not in reply, "the body of a message in Secret was fetched"
+            assert b"g NO" in reply, reply
+            assert_serving(sluice)
+    check("red team 6: deny [FETCH] in Secret*: SELECT with the name as a literal, then FETCH, is refused",
+          select_literal_name)
+
+    def rename_parent():
+        delete_mailbox("Renamed.2019")
+        delete_mailbox("Renamed")
+        fresh_mailbox("Archive")
+        fresh_mailbox("Archive.2019", b"OLD")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-child")
+            reply = c.run("RENAME Archive Renamed")
+            c.close()
+            assert_refused(reply, "RENAME Archive Renamed")
+            names = mailboxes()
+            assert b"Archive.2019" in names and b"Renamed.2019" not in names, names
+            assert_serving(sluice)
+        delete_mailbox("Archive.2019")
+        delete_mailbox("Archive")
+    check("red team 7: hide [Archive.2019]: RENAME Archive is refused (it would move the hidden child)",
+          rename_parent)
+
+    def transparent_pipelined():
+        fresh_mailbox("Secret", b"TOPSECRET")
+        path, port = config("transparent-hide", f'mode: transparent\nupstream: {{ address: "{HOST}:{PORT}" }}\n'
+                                                'rules: [ { hide_mailboxes: ["Secret*"] } ]')
+        with Sluice(config=path, port=port) as sluice:
+            s = connect(port)
+            read_until(s, rb"\r\n")
+            s.sendall(f"l LOGIN alice {ALICE}\r\na SELECT Secret\r\nb FETCH 1 BODY[]\r\n".encode())
+            reply = read_until(s, rb"b (OK|NO|BAD)[^\r\n]*\r\n")
+            assert b"TOPSECRET" not in reply and b"a OK" not in reply, reply
+            s.close()
+            s = connect(port)
+            read_until(s, rb"\r\n")
+            s.sendall(("X" * 70 + f" LOGIN alice {ALICE}\r\nz NOOP\r\n").encode())
+            reply = read_until(s, rb"z (OK|NO|BAD)[^\r\n]*\r\n")
+            s.sendall(b"a SELECT Secret\r\n")
+            reply = read_until(s, rb"(a (OK|NO|BAD)|\* BAD)[^\r\n]*\r\n")
+            assert b"a OK" not in reply, f"a hidden mailbox opened after a login with a 70-byte tag: {reply!r}"
+            s.close()
+            assert sluice.process.poll() is None
+    check("red team 3: transparent mode: commands pipelined behind LOGIN, and a LOGIN with a 70-byte tag, "
+          "do not escape the rules", transparent_pipelined)
+
+
 def largest_id_test():
     def test():
         with Sluice() as sluice:
@@ -1195,7 +1322,8 @@ def main():
                         ("non-reading clients", non_reading_client_tests),
                         ("upstream garbage", upstream_garbage_tests), ("upstream login", upstream_login_tests),
                         ("login deadline", login_deadline_tests), ("connection limits", connection_limit_tests),
-                        ("TLS", tls_tests), ("transparent", transparent_rules_test), ("ID", largest_id_test)]:
+                        ("TLS", tls_tests), ("transparent", transparent_rules_test), ("ID", largest_id_test),
+                        ("red team", red_team_tests)]:
         guarded(name, group)
     guarded("reseed", pe.reseed)  # the mail the suites after this one expect (proxy_e2e's seed)
     print(f"(adversarial suite: {time.time() - started:.0f} s)", flush=True)

@@ -7,13 +7,15 @@
 public enum IMAPTag {
     /// Whether `tag` is a valid command tag: `*` (untagged) and `+`
     /// (continuation) are not, so a server's answer to it can be told apart.
+    /// `]` is refused too although the grammar allows it: Dovecot answers
+    /// such a command untagged, so it could never be matched to its answer.
     public static func isValid(_ tag: String) -> Bool {
         guard !tag.isEmpty else { return false }
         return tag.utf8.allSatisfy { byte in
             switch byte {
             case 0x00...0x20, 0x7F...0xFF: return false
             case UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "{"), UInt8(ascii: "%"), UInt8(ascii: "*"),
-                 UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "+"):
+                 UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "+"), UInt8(ascii: "]"):
                 return false
             default: return true
             }

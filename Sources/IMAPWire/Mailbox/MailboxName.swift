@@ -18,6 +18,11 @@ public struct MailboxName: Hashable, Sendable {
 
     public static let inbox = MailboxName(bytes: Array("INBOX".utf8))
 
+    /// A name the proxy could not read (a literal whose bytes streamed past
+    /// it). Its bytes decode in neither encoding, so every rule that matches
+    /// names treats it as matching: it fails closed.
+    public static let unreadable = MailboxName(bytes: [0xFF])
+
     /// The Unicode name, or `nil` if the bytes are not valid in that encoding.
     public func displayName(utf8: Bool) -> String? {
         if utf8 { return String(validating: bytes, as: UTF8.self) }

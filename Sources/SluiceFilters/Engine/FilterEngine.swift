@@ -166,7 +166,9 @@ public final class FilterEngine {
             context.inFlight.append(entry)
             switch command.baseName {
             case "SELECT", "EXAMINE":
-                let mailbox = entry.mailbox ?? MailboxName(bytes: [])
+                // A name the proxy could not read (a literal) selects a mailbox
+                // every mailbox-scoped rule treats as matching (red team #6).
+                let mailbox = entry.mailbox ?? .unreadable
                 stateChangeSent(.selected(mailbox: mailbox, readOnly: command.baseName == "EXAMINE"))
             case "CLOSE", "UNSELECT":
                 stateChangeSent(.authenticated)

@@ -26,7 +26,11 @@ public struct DenyCommandsFilter: Filter {
             guard let name = canonical.displayName(utf8: context.utf8Enabled) else { return true }
             return mailboxes.contains { $0.matches(name) }
         }
-        return hit ? .reply(reply) : next(command, context)
+        // RENAME of a parent moves a protected child with it.
+        let movesProtected = command.baseName == "RENAME" && named.first.map {
+            MailboxHierarchy.mayContain(mailboxes, under: $0, context: context)
+        } == true
+        return hit || movesProtected ? .reply(reply) : next(command, context)
     }
 
     /// The mailboxes `command` acts on: those it names (URLs included), and

@@ -180,6 +180,11 @@ public struct HideMailboxesFilter: Filter {
         if named.contains(where: { isHidden($0, context: context) }) {
             return .reply(.no("NONEXISTENT", "Mailbox does not exist."))
         }
+        // RENAME moves the source's children too: a hidden one would come out under the new name.
+        if command.baseName == "RENAME", let source = named.first,
+           MailboxHierarchy.mayContain(patterns, under: source, context: context) {
+            return .reply(.no("CANNOT", "This mailbox cannot be renamed."))
+        }
         return next(command, context)
     }
 

@@ -88,6 +88,21 @@ public struct Glob: Sendable, Hashable {
         return p == pattern.count
     }
 
+    /// Whether some name starting with `prefix` could match: renaming a
+    /// mailbox renames everything under it, so a rule must know whether a
+    /// name it protects lies there (`Archive.2019` under `Archive.`).
+    public func mayMatchNames(startingWith prefix: String) -> Bool {
+        let star = UInt8(ascii: "*"), any = UInt8(ascii: "?")
+        for (index, byte) in prefix.utf8.enumerated() {
+            guard index < pattern.count else { return false }
+            let p = pattern[index]
+            if p == star { return true }
+            if p == any { continue }
+            if p != (caseInsensitive ? Glob.lower(byte) : byte) { return false }
+        }
+        return true
+    }
+
     private static func lower(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte }
 }
 

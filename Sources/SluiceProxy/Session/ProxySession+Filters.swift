@@ -53,7 +53,7 @@ extension ProxySession {
         let decision = engine.process(command: frame, streamedLiteral: streamed)
         switch decision {
         case .forwardOriginal:
-            head.write(to: upstream)
+            sendSynchronizing(head, from: 0, to: upstream)
         case .forwardRewritten(let command):
             sendUpstream(command, original: frame, streamed: streamed)
         case .respond(let bytes):
@@ -68,7 +68,7 @@ extension ProxySession {
             }
             return
         }
-        if case .refuse(let hint) = relay.clientLineForwarded(literal: streamed) {
+        if case .refuse(let hint) = relay.clientLineForwarded(literal: streamed, upstreamWaits: true) {
             endForClientProtocolError(hint: hint)
             return
         }
@@ -103,10 +103,10 @@ extension ProxySession {
         }
         switch decision {
         case .forwardOriginal, .forwardRewritten:
-            continuing.frame.write(to: upstream, from: continuing.unsentFrom)
+            sendSynchronizing(continuing.frame, from: continuing.unsentFrom, to: upstream)
             continuing.unsentFrom = continuing.frame.segments.count
             continuingCommand = segment.literal == nil ? nil : continuing
-            if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal) {
+            if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal, upstreamWaits: true) {
                 endForClientProtocolError(hint: hint)
             }
         case .respond(let bytes):
@@ -130,11 +130,29 @@ extension ProxySession {
     /// LITERAL+/LITERAL- allow, original literals by reference, and a
     /// streamed literal announced in the client's own form (so the
     /// upstream's `+`, if any, is what the client waits for).
+    /// Sends a collected command from segment `start` on, every literal
+    /// announced synchronizing (`SynchronizingLiterals`): the first part now,
+    /// the next ones on the upstream's `+`. Without `{n+}` literals in it the
+    /// bytes go as they arrived.
+    func sendSynchronizing(_ frame: CollectedFrame, from start: Int, to upstream: Channel) {
+        guard SynchronizingLiterals.hasNonSynchronizing(frame, from: start) else {
+            frame.write(to: upstream, from: start)
+            return
+        }
+        var parts = SynchronizingLiterals.parts(of: frame, from: start)
+        guard !parts.isEmpty else { return }
+        upstream.write(parts.removeFirst(), promise: nil)
+        if !parts.isEmpty, let tag = relay.currentClientTag {
+            relay.holdParts(parts, tag: tag)
+            upstream.flush()
+        }
+    }
+
     func sendUpstream(_ command: ParsedCommand, original: Frame, streamed: LiteralHeader?) {
         guard let upstream = upstreamChannel else { return }
-        let upper = Set(upstreamCapabilities.map { $0.uppercased() })
-        let receiver: EncodingOptions.Receiver = upper.contains("LITERAL+") ? .serverWithLiteralPlus
-            : (upper.contains("LITERAL-") ? .serverWithLiteralMinus : .server)
+        // Every literal synchronizing, even to a server with LITERAL+: the
+        // server must ask for each (see `SynchronizingLiterals`).
+        let receiver = EncodingOptions.Receiver.server
         var encoder = IMAPEncoder(options: EncodingOptions(receiver: receiver, utf8Accepted: engine?.context.utf8Enabled ?? false))
         encoder.writeRaw(command.tag + " " + command.name)
         var arguments = command.arguments
@@ -145,7 +163,7 @@ extension ProxySession {
         }
         if let streamed {
             encoder.writeSpace()
-            encoder.writeRaw((streamed.isBinary ? "~" : "") + "{\(streamed.size)" + (streamed.isSynchronizing ? "}" : "+}"))
+            encoder.writeRaw((streamed.isBinary ? "~" : "") + "{\(streamed.size)}")
         }
         let encoded = encoder.finish()
         // Split where a synchronizing literal must wait for the upstream's "+".

@@ -35,6 +35,21 @@ extension ProxySession {
                     continueCommand(segment)
                     continue
                 }
+                if segment.isFrameStart, segment.kind == .command, rulesMayApply,
+                   !(segment.tag.map(IMAPTag.isValid) ?? false) || ProxySession.name(of: segment) == nil {
+                    // With rules, a command whose tag or name the proxy cannot read
+                    // is not forwarded: the server might read it (a 70-byte tag).
+                    refuseUnreadableCommand(segment)
+                    if phase != .relay { return }
+                    continue
+                }
+                if segment.isFrameStart, segment.kind == .command, clientInIdle, engine != nil {
+                    // The server reads any line during IDLE as its end, and what
+                    // follows as commands: a literal announced here never gets its "+".
+                    endForClientProtocolError(hint: "Expected DONE")
+                    return
+                }
+                if segment.isFrameStart { clientInIdle = false }
                 if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
                     if segment.secondWordIs("COMPRESS") {
                         queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
@@ -56,16 +71,29 @@ extension ProxySession {
                     engine.commandPassed(tag: tag, name: name ?? "")
                 }
                 if segment.isFrameStart {
-                    relay.clientFrameStarted(kind: segment.kind, tag: segment.tag)
-                    if segment.kind == .command, configuration.mode == .transparent, user == nil {
-                        noteTransparentLogin(segment)
+                    let isIdle = segment.kind == .command && segment.endsFrame && segment.secondWordIs("IDLE")
+                    relay.clientFrameStarted(kind: segment.kind, tag: segment.tag, isIdle: isIdle)
+                    clientInIdle = isIdle
+                    if segment.kind == .command, configuration.mode == .transparent, user == nil,
+                       !noteTransparentLogin(segment) {
+                        relay.commandAnsweredByProxy()
+                        queueLocalResponse(ByteBuffer(string: "\(segment.tag ?? "*") NO [CANNOT] With this proxy's rules, "
+                            + "log in with LOGIN on one line or AUTHENTICATE PLAIN with an initial response.\r\n"))
+                        dropRestOfClientFrame(segment)
+                        continue
                     }
                 }
-                if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal) {
+                var bytes = segment.bytes
+                var upstreamWaits = false
+                if engine != nil, let literal = segment.literal, !literal.isSynchronizing {
+                    bytes = SynchronizingLiterals.synchronizing(bytes)
+                    upstreamWaits = true
+                }
+                if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal, upstreamWaits: upstreamWaits) {
                     endForClientProtocolError(hint: hint)
                     return
                 }
-                upstream.write(segment.bytes, promise: nil)
+                upstream.write(bytes, promise: nil)
             case .literalBytes(let chunk, _):
                 if droppingClientFrame { continue }
                 if commandHead != nil {
@@ -83,6 +111,34 @@ extension ProxySession {
     }
 
 
+    /// With rules (or, in transparent mode, rules that may apply after the
+    /// login), commands the proxy cannot read are not forwarded.
+    var rulesMayApply: Bool {
+        engine != nil || (configuration.mode == .transparent && user == nil && !configuration.filters.isEmpty)
+    }
+
+    /// A command line whose tag or name the proxy cannot read, with rules:
+    /// answered `* BAD` and dropped; with a literal the client may wait for,
+    /// the session ends (the answer cannot be matched to its tag).
+    func refuseUnreadableCommand(_ segment: LineSegment) {
+        if segment.literal?.isSynchronizing == true {
+            endForClientProtocolError(hint: "Command tag or name could not be read")
+            return
+        }
+        queueLocalResponse(ByteBuffer(string: "* BAD Command tag or name could not be read.\r\n"))
+        dropRestOfClientFrame(segment)
+    }
+
+    /// The rest of a client frame after its first line is read and dropped.
+    func dropRestOfClientFrame(_ segment: LineSegment) {
+        guard let literal = segment.literal else { return }
+        if literal.isSynchronizing {
+            clientDecoder.framer.abandonLiteral()  // refused: the client will not send it
+        } else {
+            droppingClientFrame = true
+        }
+    }
+
     func relayFromUpstream() throws {
         while let event = try upstreamDecoder.framer.next(&upstreamBuffer) {
             switch event {
@@ -99,6 +155,7 @@ extension ProxySession {
                         case .sendToUpstream(let part): upstreamChannel?.writeAndFlush(part, promise: nil)
                         case .consumeLine: consumed = true
                         case .abandonClientLiteral: clientDecoder.framer.abandonLiteral()
+                        case .dropClientLiteral: droppingClientFrame = true
                         case .resumeClient: clientGateOpened = true
                         }
                     }
@@ -155,8 +212,11 @@ extension ProxySession {
         if draining { byeIfQuiet() }
     }
 
+    /// An answer of the proxy's own, written when the upstream's stream is
+    /// between frames (never inside a response).
     func queueLocalResponse(_ bytes: ByteBuffer) {
         localResponses.append(bytes)
+        localResponseBytes += bytes.readableBytes
         flushLocalResponses()
         clientChannel.flush()
     }
@@ -165,5 +225,6 @@ extension ProxySession {
         guard !localResponses.isEmpty, upstreamDecoder.framer.isAtFrameBoundary || phase != .relay else { return }
         for response in localResponses { clientChannel.write(response, promise: nil) }
         localResponses.removeAll()
+        localResponseBytes = 0
     }
 }

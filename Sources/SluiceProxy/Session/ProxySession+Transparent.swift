@@ -7,15 +7,22 @@ import NIOSSL
 
 /// Transparent mode: who logged in, read from the relayed login, and the rules it brings.
 extension ProxySession {
-    /// Transparent mode: remember who logs in (for the session log) from a
-    /// LOGIN line or AUTHENTICATE PLAIN with an initial response.
-    func noteTransparentLogin(_ segment: LineSegment) {
-        guard segment.secondWordIs("LOGIN") || segment.secondWordIs("AUTHENTICATE") else { return }
+    /// Transparent mode: remember who logs in (for the session log and the
+    /// rules) from a LOGIN line or AUTHENTICATE PLAIN with an initial
+    /// response. With rules configured, returns `false` for a login whose
+    /// user cannot be read here: the proxy refuses it rather than relay a
+    /// session whose rules it could not choose. A login that goes on holds
+    /// the client's next bytes until it is answered (the rules start then;
+    /// commands pipelined behind it must not pass before).
+    func noteTransparentLogin(_ segment: LineSegment) -> Bool {
+        guard segment.secondWordIs("LOGIN") || segment.secondWordIs("AUTHENTICATE") else { return true }
         transparentLoginTag = segment.tag
-        guard segment.endsFrame else { return }
+        let rules = !configuration.filters.isEmpty
+        guard segment.endsFrame else { return !rules }
         let frame = Frame(kind: .command, segments: [segment.bytes], literals: [], offset: 0,
                           length: segment.bytes.readableBytes)
-        guard let command = try? frame.command() else { return }
+        defer { if rules, pendingTransparentUser != nil { transparentRulesPending = true } }
+        guard let command = try? frame.command() else { return !rules }
         if let login = LoginCommand(command) {
             pendingTransparentUser = String(decoding: login.user, as: UTF8.self)
         } else if let authenticate = AuthenticateCommand(command), authenticate.mechanism.uppercased() == "PLAIN",
@@ -26,6 +33,7 @@ extension ProxySession {
                 pendingTransparentUser = authz.isEmpty ? String(decoding: parts[1], as: UTF8.self) : authz
             }
         }
+        return !rules || pendingTransparentUser != nil
     }
 
     /// Transparent mode: the upstream answered the login. From here the
@@ -36,6 +44,10 @@ extension ProxySession {
     /// chosen, so it is refused rather than relayed unfiltered.
     func transparentLoginAnswered(_ segment: LineSegment) -> Bool {
         transparentLoginTag = nil
+        if transparentRulesPending {
+            transparentRulesPending = false
+            clientGateOpened = true  // the bytes held behind the login go on, now under the rules
+        }
         let name = pendingTransparentUser
         pendingTransparentUser = nil
         guard segment.secondWordIs("OK") else { return true }

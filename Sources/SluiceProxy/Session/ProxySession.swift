@@ -49,6 +49,10 @@ final class ProxySession {
     /// Answers the proxy gives itself, held until the upstream's stream is
     /// between frames so they never land inside a response.
     var localResponses: [ByteBuffer] = []
+    /// Bytes in `localResponses`: while over the write high-water mark, the
+    /// client is not read (its refused commands cannot pile up answers while
+    /// a long response streams, red team #8).
+    var localResponseBytes = 0
 
     private(set) var clientReadPending = false
     private(set) var upstreamReadPending = false
@@ -70,6 +74,11 @@ final class ProxySession {
     var swallowedAnswers: Set<String> = []
     /// Reading the rest of an upstream answer that is swallowed.
     var swallowingUpstreamFrame = false
+    /// The client's last command was IDLE: the next line must be DONE.
+    var clientInIdle = false
+    /// Transparent mode with rules: a relayed LOGIN/AUTHENTICATE waits for
+    /// its answer before more client bytes go on (the rules start with it).
+    var transparentRulesPending = false
     var upstreamCapabilities: [String] = []
     /// The router's groups for this user (rules can be scoped to them).
     var routeGroups: [String] = []
@@ -225,7 +234,8 @@ final class ProxySession {
 
     /// Whether the relay may consume more of the client's bytes now.
     var relayTakesClientBytes: Bool {
-        relay.takesClientBytes && clientChannel.isWritable
+        relay.takesClientBytes && clientChannel.isWritable && !transparentRulesPending
+            && localResponseBytes < configuration.writeBufferHighWaterMark
     }
 
     var mayReadFromUpstream: Bool {

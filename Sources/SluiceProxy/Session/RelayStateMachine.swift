@@ -22,6 +22,14 @@ import NIOCore
 /// - **A literal needs a tag**: a client line that announces a synchronizing
 ///   literal must carry a valid tag, or the upstream's refusal could not be
 ///   matched to it and the gate would stay shut or open by guesswork.
+/// - **No literal the server does not read**: with rules, the session sends
+///   the client's `{n+}` upstream as `{n}` (`upstreamWaits`). A server reads
+///   only the arguments a command takes; the bytes of a non-synchronizing
+///   literal it does not take (`a NOOP {17+}` CRLF `c DELETE Doomed` CRLF)
+///   would run as commands no rule saw. Now the server's `+` (consumed here)
+///   releases them, and its refusal drops them.
+/// - **IDLE's `+`** is IDLE's: it never opens the gate of a literal
+///   announced behind a pipelined IDLE.
 struct RelayStateMachine {
     enum Action: Equatable {
         /// Write this part of a rewritten command upstream (and flush).
@@ -31,8 +39,20 @@ struct RelayStateMachine {
         /// The client's announced literal was refused: reset the client's
         /// framer so its next bytes are read as commands.
         case abandonClientLiteral
+        /// The client's `{n+}` literal was refused before the server read it:
+        /// read and drop the literal's bytes (the client sends them anyway)
+        /// and the rest of its command.
+        case dropClientLiteral
         /// Client bytes held back may be taken now.
         case resumeClient
+    }
+
+    /// A client literal the upstream must ask for before its bytes go on.
+    struct AwaitedLiteral: Equatable {
+        var tag: String
+        /// The client itself waits for `+` (`{n}`); otherwise it announced
+        /// `{n+}` and the `+` is the proxy's.
+        var clientWaits: Bool
     }
 
     /// What to do with a client line the relay is about to forward.
@@ -46,9 +66,10 @@ struct RelayStateMachine {
 
     /// Tagged client commands relayed and not yet answered.
     private(set) var commandsInFlight = 0
-    /// The tag of the client command whose synchronizing literal waits for
-    /// the upstream's `+`.
-    private(set) var awaitingContinuationFor: String?
+    /// The client literal that waits for the upstream's `+`.
+    private(set) var awaitedLiteral: AwaitedLiteral?
+    /// IDLE commands sent whose `+` has not come yet.
+    private(set) var idleTags: [String] = []
     /// Parts of a rewritten command the proxy sends after each `+`.
     private(set) var heldParts: [ByteBuffer] = []
     private(set) var heldPartsTag: String?
@@ -63,24 +84,31 @@ struct RelayStateMachine {
 
     /// Whether the relay may consume more client bytes now.
     var takesClientBytes: Bool {
-        heldParts.isEmpty && awaitingContinuationFor == nil && commandsInFlight < maxCommandsInFlight
+        heldParts.isEmpty && awaitedLiteral == nil && commandsInFlight < maxCommandsInFlight
     }
 
     // MARK: - Client side
 
-    /// A client frame starts (`tag` is `nil` for lines that are not commands).
-    mutating func clientFrameStarted(kind: FrameKind, tag: String?) {
+    /// A client frame starts (`tag` is `nil` for lines that are not
+    /// commands). Only commands with a valid tag count as in flight: a
+    /// server answers the others untagged, which would never bring the
+    /// count down.
+    mutating func clientFrameStarted(kind: FrameKind, tag: String?, isIdle: Bool = false) {
         currentClientTag = kind == .command ? tag : nil
-        if kind == .command { commandsInFlight += 1 }
+        guard kind == .command, let tag, IMAPTag.isValid(tag) else { return }
+        commandsInFlight += 1
+        if isIdle { idleTags.append(tag) }
     }
 
     /// A client line goes upstream; `literal` is the literal it announces.
-    mutating func clientLineForwarded(literal: LiteralHeader?) -> ClientLineVerdict {
-        guard let literal, literal.isSynchronizing else { return .forward }
+    /// `upstreamWaits`: the session announced a client `{n+}` to the
+    /// upstream as `{n}`.
+    mutating func clientLineForwarded(literal: LiteralHeader?, upstreamWaits: Bool = false) -> ClientLineVerdict {
+        guard let literal, literal.isSynchronizing || upstreamWaits else { return .forward }
         guard let tag = currentClientTag, IMAPTag.isValid(tag) else {
             return .refuse(hint: "A command announcing a literal needs a valid tag")
         }
-        awaitingContinuationFor = tag
+        awaitedLiteral = AwaitedLiteral(tag: tag, clientWaits: literal.isSynchronizing)
         return .forward
     }
 
@@ -103,7 +131,16 @@ struct RelayStateMachine {
     /// (or instead of) relaying the line.
     mutating func upstreamFrameStarted(kind: FrameKind, tag: String?, isBye: Bool) -> [Action] {
         if kind == .untaggedResponse, isBye { upstreamSaidBye = true }
-        if kind == .taggedResponse { commandsInFlight = max(0, commandsInFlight - 1) }
+        if kind == .taggedResponse {
+            commandsInFlight = max(0, commandsInFlight - 1)
+            if let tag, let index = idleTags.firstIndex(of: tag) { idleTags.remove(at: index) }
+        }
+        // The server answers in order: an IDLE sent before any literal that
+        // waits gets its "+" first, and it is only IDLE's.
+        if kind == .continuationRequest, !idleTags.isEmpty {
+            idleTags.removeFirst()
+            return []
+        }
         var actions: [Action] = []
         if !heldParts.isEmpty {
             if kind == .continuationRequest {
@@ -112,28 +149,30 @@ struct RelayStateMachine {
                 actions.append(.consumeLine)
                 if heldParts.isEmpty {
                     heldPartsTag = nil
-                    if awaitingContinuationFor == nil { actions.append(.resumeClient) }
+                    if awaitedLiteral == nil { actions.append(.resumeClient) }
                 }
                 return actions
             }
             if kind == .taggedResponse, tag == heldPartsTag {
                 heldParts = []  // refused before the rest was sent
                 heldPartsTag = nil
-                if awaitingContinuationFor == tag {
-                    awaitingContinuationFor = nil
-                    actions.append(.abandonClientLiteral)
+                if let awaited = awaitedLiteral, awaited.tag == tag {
+                    awaitedLiteral = nil
+                    actions.append(awaited.clientWaits ? .abandonClientLiteral : .dropClientLiteral)
                 }
                 actions.append(.resumeClient)
                 return actions
             }
         }
-        if let awaited = awaitingContinuationFor {
+        if let awaited = awaitedLiteral {
             if kind == .continuationRequest {
-                awaitingContinuationFor = nil
+                awaitedLiteral = nil
+                // A "+" the client did not ask for is the proxy's.
+                if !awaited.clientWaits { actions.append(.consumeLine) }
                 actions.append(.resumeClient)
-            } else if kind == .taggedResponse, tag == awaited {
-                awaitingContinuationFor = nil
-                actions.append(.abandonClientLiteral)
+            } else if kind == .taggedResponse, tag == awaited.tag {
+                awaitedLiteral = nil
+                actions.append(awaited.clientWaits ? .abandonClientLiteral : .dropClientLiteral)
                 actions.append(.resumeClient)
             }
         } else if kind == .taggedResponse, commandsInFlight == maxCommandsInFlight - 1 {
