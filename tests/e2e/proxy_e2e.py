@@ -1106,13 +1106,51 @@ def rules_tests():
 
     def audit_lines():
         import json
-        lines = [json.loads(line) for line in open(audit)]
-        deletes = [line for line in lines if line["command"] == "DELETE" and line["user"] == "alice"]
+        # Lines are written off the event loop: wait (briefly) for the last ones.
+        deadline = time.time() + 5
+        while True:
+            lines = [json.loads(line) for line in open(audit)]
+            deletes = [line for line in lines if line["command"] == "DELETE" and line["user"] == "alice"]
+            if deletes or time.time() > deadline:
+                break
+            time.sleep(0.1)
         assert deletes and deletes[-1]["mailbox"] == "Archive.2021" and deletes[-1]["result"] == "OK", lines
         assert any(line["command"] == "EXPUNGE" for line in lines), lines
         assert all({"time", "user", "client", "command", "result", "duration_ms"} <= set(line) for line in lines)
         assert "secret" not in open(audit).read()
     check("rules: audit log lines for chosen commands, no credentials", audit_lines)
+
+    def audit_reopened_on_sighup():
+        # logrotate moves the file away and sends SIGHUP: new lines go to a new file at the path.
+        path = os.path.join(work, "audit-reopen.log")
+        for name in (path, path + ".1"):
+            if os.path.exists(name):
+                os.remove(name)
+        config = write(os.path.join(work, "audit-reopen.yaml"),
+                       f'rules:\n  - audit: {{ commands: [NOOP], file: "{path}" }}\n')
+
+        def wait_lines(name, count):
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                if os.path.exists(name) and len(open(name).read().splitlines()) >= count:
+                    return open(name).read().splitlines()
+                time.sleep(0.1)
+            raise AssertionError(f"{name}: fewer than {count} audit lines")
+        with Sluice("--config", config) as sluice:
+            c = Client(sluice.port, "alice", "secret-alice")
+            c.run("NOOP")
+            wait_lines(path, 1)
+            os.rename(path, path + ".1")
+            sluice.process.send_signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while "routing reloaded" not in sluice.log_text():
+                assert time.time() < deadline, "no reload after SIGHUP"
+                time.sleep(0.1)
+            c.run("NOOP")
+            c.close()
+            assert len(wait_lines(path, 1)) == 1, "the line after SIGHUP is not in the new file"
+            assert len(open(path + ".1").read().splitlines()) == 1, "the rotated file changed after SIGHUP"
+    check("rules: audit log reopened on SIGHUP (logrotate)", audit_reopened_on_sighup)
 
     bad = write(os.path.join(work, "bad-rules.yaml"), """rules:
   - deny: [DELETE, EXPUNGEE]

@@ -1,5 +1,6 @@
 import IMAPWire
 import NIOConcurrencyHelpers
+import Dispatch
 import NIOCore
 
 #if canImport(Glibc)
@@ -9,32 +10,111 @@ import Darwin
 #endif
 
 /// Where audit lines go: a file opened for appending, one JSON object per
-/// line, each written with one `write(2)` under a lock (shared by every session).
+/// line. Lines are written on a queue of their own, never on an event loop
+/// (a slow disk must not stall every session, review S14), each with one
+/// `write(2)` retried on `EINTR`. At most `maxPendingBytes` wait; past that
+/// lines are dropped and counted (an audit sink that fails must not stop
+/// the sessions, nor grow memory). `reopen()` (SIGHUP) starts a new file at
+/// the same path, for logrotate.
 public final class AuditLog: Sendable {
     public let path: String
-    private let descriptor: Int32
-    private let lock = NIOLock()
+    /// Bytes of lines queued and not yet written, before new lines are dropped.
+    public static let maxPendingBytes = 8 << 20
+
+    private struct State {
+        var descriptor: Int32
+        var pendingBytes = 0
+        var dropped = 0
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private let queue = DispatchQueue(label: "sluice.audit-log")
 
     /// Opens (creating) `path` for appending; throws if it cannot.
     public init(path: String) throws(RuleError) {
-        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard descriptor >= 0 else { throw RuleError("cannot open \(path) for appending") }
         self.path = path
-        self.descriptor = descriptor
+        state = NIOLockedValueBox(State(descriptor: try AuditLog.open(path)))
     }
 
-    deinit { close(descriptor) }
+    deinit { close(state.withLockedValue { $0.descriptor }) }
 
+    private static func open(_ path: String) throws(RuleError) -> Int32 {
+        #if canImport(Glibc)
+        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        #else
+        let descriptor = Darwin.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        #endif
+        guard descriptor >= 0 else { throw RuleError("cannot open \(path) for appending") }
+        return descriptor
+    }
+
+    /// Queues one line; returns at once.
     func write(_ line: String) {
         let bytes = Array((line + "\n").utf8)
-        lock.withLock {
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-                if written <= 0 { return }  // an audit sink that fails must not stop the session
-                offset += written
+        let accepted = state.withLockedValue { state -> Bool in
+            guard state.pendingBytes + bytes.count <= AuditLog.maxPendingBytes else {
+                state.dropped += 1
+                return false
             }
+            state.pendingBytes += bytes.count
+            return true
         }
+        guard accepted else { return }
+        queue.async { [self] in
+            let descriptor = state.withLockedValue { $0.descriptor }
+            AuditLog.writeAll(bytes, to: descriptor)
+            state.withLockedValue { $0.pendingBytes -= bytes.count }
+        }
+    }
+
+    /// Lines dropped because the queue was full.
+    public var droppedLines: Int { state.withLockedValue { $0.dropped } }
+
+    /// Opens the path again (after logrotate moved the file away); lines
+    /// queued before go to the old file. On failure the old file stays.
+    public func reopen() throws(RuleError) {
+        let fresh = try AuditLog.open(path)
+        queue.async { [self] in
+            let old = state.withLockedValue { state in
+                defer { state.descriptor = fresh }
+                return state.descriptor
+            }
+            close(old)
+        }
+    }
+
+    /// Waits until every line queued so far is written (tests, shutdown).
+    public func flush() {
+        queue.sync {}
+    }
+
+    private static func writeAll(_ bytes: [UInt8], to descriptor: Int32) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { systemWrite(descriptor, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 { return }  // a full or failing disk: the line is lost, the session goes on
+            offset += written
+        }
+    }
+}
+
+#if canImport(Glibc)
+private let systemWrite = Glibc.write
+#elseif canImport(Darwin)
+private let systemWrite = Darwin.write
+#endif
+
+extension FilterSet {
+    /// Reopens every audit log (SIGHUP, after logrotate). Returns the
+    /// paths that could not be opened again (their old files stay in use).
+    public func reopenAuditLogs() -> [String] {
+        var failed: [String] = []
+        for entry in entries {
+            guard let audit = entry.filter as? AuditFilter else { continue }
+            do { try audit.log.reopen() } catch { failed.append(audit.log.path) }
+        }
+        return failed
     }
 }
 

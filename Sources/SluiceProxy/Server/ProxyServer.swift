@@ -86,8 +86,9 @@ public final class ProxyServer: Sendable {
         }
     }
 
-    /// SIGHUP: re-reads certificates and the routing map. What fails to load
-    /// is reported and the previous version stays in use.
+    /// SIGHUP: re-reads certificates and the routing map, and reopens audit
+    /// logs (logrotate). What fails to load is reported and the previous
+    /// version stays in use.
     public func reload() {
         do {
             try tls.store?.reload()
@@ -101,6 +102,10 @@ public final class ProxyServer: Sendable {
         } catch {
             logger.error("routing reload failed; keeping the previous routing", metadata: ["error": "\(error)"])
         }
+        for path in configuration.filters.reopenAuditLogs() {
+            logger.error("audit log reopen failed; keeping the previous file", metadata: ["audit.file": "\(path)"])
+        }
+        logger.notice("the main configuration file is not re-read on SIGHUP; restart to apply its changes")
     }
 
     /// Sessions open right now.
