@@ -57,10 +57,7 @@ public struct DenyCommandsFilter: Filter {
 /// `[READ-ONLY]` and nothing sets `\Seen`), every mutating command is
 /// refused with `NO [NOPERM]`.
 public struct ReadOnlyFilter: Filter {
-    public static let mutatingCommands: Set<String> = [
-        "STORE", "EXPUNGE", "APPEND", "COPY", "MOVE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
-        "SETMETADATA", "SETACL", "DELETEACL", "SETQUOTA", "GENURLAUTH", "RESETKEY", "REPLACE",
-    ]
+    public static let mutatingCommands = IMAPCommandCatalog.mutatingNames
 
     public init() {}
 
@@ -83,15 +80,6 @@ public struct ReadOnlyFilter: Filter {
 public struct CapabilityFilter: Filter {
     public let remove: Set<String>
     public let add: [String]
-    /// Commands that belong to each removable extension.
-    public static let extensionCommands: [String: Set<String>] = [
-        "MOVE": ["MOVE"], "IDLE": ["IDLE"], "NAMESPACE": ["NAMESPACE"], "ID": ["ID"], "ENABLE": ["ENABLE"],
-        "SORT": ["SORT"], "THREAD": ["THREAD"], "UNSELECT": ["UNSELECT"], "UIDPLUS": [],
-        "METADATA": ["GETMETADATA", "SETMETADATA"], "METADATA-SERVER": ["GETMETADATA", "SETMETADATA"],
-        "QUOTA": ["GETQUOTA", "GETQUOTAROOT", "SETQUOTA"], "ACL": ["SETACL", "DELETEACL", "GETACL", "LISTRIGHTS", "MYRIGHTS"],
-        "COMPRESS=DEFLATE": ["COMPRESS"], "NOTIFY": ["NOTIFY"], "REPLACE": ["REPLACE"],
-    ]
-
     public init(remove: Set<String>, add: [String]) {
         self.remove = Set(remove.map { $0.uppercased() })
         self.add = add
@@ -107,10 +95,7 @@ public struct CapabilityFilter: Filter {
 
     private var refusedCommands: Set<String> {
         remove.reduce(into: Set<String>()) { result, name in
-            result.formUnion(CapabilityFilter.extensionCommands[name] ?? [])
-            if let equals = name.firstIndex(of: "=") {
-                result.formUnion(CapabilityFilter.extensionCommands[String(name[..<equals])] ?? [])
-            }
+            result.formUnion(IMAPCommandCatalog.commands(announcedBy: name))
         }
     }
 

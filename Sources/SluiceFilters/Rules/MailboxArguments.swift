@@ -6,12 +6,7 @@ import IMAPWire
 /// mailbox names (see `ListArguments`).
 public enum MailboxArguments {
     /// Command (base) name → indices of its mailbox arguments.
-    static let positions: [String: [Int]] = [
-        "SELECT": [0], "EXAMINE": [0], "CREATE": [0], "DELETE": [0], "SUBSCRIBE": [0], "UNSUBSCRIBE": [0],
-        "STATUS": [0], "APPEND": [0], "RENAME": [0, 1], "COPY": [1], "MOVE": [1],
-        "GETQUOTAROOT": [0], "MYRIGHTS": [0], "GETACL": [0], "SETACL": [0], "DELETEACL": [0], "LISTRIGHTS": [0],
-        "GETMETADATA": [0], "SETMETADATA": [0],
-    ]
+    static let positions = IMAPCommandCatalog.mailboxArguments
 
     public static let names = Set(positions.keys)
 

@@ -11,15 +11,9 @@ enum RulesReader {
     static let commonKeys: Set<String> = ["users"]
     static let extraKeys: [String: Set<String>] = ["deny": ["reply", "mailboxes"]]
 
-    /// Commands a `deny` or `audit` rule may name (RFC 3501, RFC 9051 and the
-    /// extensions Sluice knows); a misspelt name is an error, not a rule that never fires.
-    static let knownCommands: Set<String> = [
-        "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
-        "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT",
-        "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "NAMESPACE", "ID", "ENABLE",
-        "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "DELETEACL", "LISTRIGHTS", "MYRIGHTS",
-        "GETMETADATA", "SETMETADATA", "SORT", "THREAD", "COMPRESS", "NOTIFY", "REPLACE", "ESEARCH", "XLIST",
-    ]
+    /// Commands a `deny` or `audit` rule may name (`IMAPCommandCatalog`); a
+    /// misspelt name is an error, not a rule that never fires.
+    static let knownCommands: Set<String> = Set(IMAPCommandCatalog.commands.map(\.name)).union(["UID"])
 
     static func read(_ value: YAMLValue, baseDirectory: String?, into configuration: inout ProxyConfiguration) {
         guard let list = value.list() else { return }

@@ -179,7 +179,7 @@ struct PreAuthStateMachine {
         case "ENABLE":
             return bad("\(tag) BAD ENABLE is only allowed after login.\r\n")
         default:
-            if knownAfterLogin.contains(name) {
+            if let known = IMAPCommandCatalog.command(named: name), !known.states.contains(.notAuthenticated) {
                 return bad("\(tag) BAD \(name) is only allowed after login.\r\n")
             }
             return bad("\(tag) BAD Unknown command.\r\n")
@@ -283,11 +283,4 @@ struct PreAuthStateMachine {
         return .send(lines)
     }
 
-    private let knownAfterLogin: Set<String> = [
-        "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS",
-        "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "IDLE",
-        "NAMESPACE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS", "LISTRIGHTS",
-        "GETMETADATA", "SETMETADATA", "COMPRESS", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID SEARCH",
-        "UID EXPUNGE", "SORT", "THREAD", "UID SORT", "UID THREAD",
-    ]
 }

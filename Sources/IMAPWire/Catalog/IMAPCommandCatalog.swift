@@ -1,0 +1,112 @@
+/// What Sluice knows about each IMAP command, in one table: the states it is
+/// valid in, whether it changes the mailbox store, where its mailbox
+/// arguments are, and which extension brings it. Rules, the pre-login state
+/// machine and configuration checks all read this table; a command not in
+/// it is still framed and relayed untouched (DESIGN principle 2).
+public enum IMAPCommandCatalog {
+    /// Connection states (RFC 9051 §3).
+    public enum State: Hashable, Sendable {
+        case notAuthenticated, authenticated, selected
+    }
+
+    public struct Command: Hashable, Sendable {
+        /// The base name (`FETCH` for `UID FETCH`).
+        public let name: String
+        public let states: Set<State>
+        /// Changes mailboxes, messages, flags, subscriptions, ACLs, quotas,
+        /// metadata or URL keys (what `read_only` refuses).
+        public let isMutating: Bool
+        /// Indices of its mailbox arguments (LIST and LSUB take patterns, not names).
+        public let mailboxArguments: [Int]
+        /// The capabilities that announce it; empty for IMAP4rev1 / IMAP4rev2 itself.
+        public let capabilities: Set<String>
+        /// Has a `UID` form.
+        public let hasUIDForm: Bool
+
+        init(_ name: String, _ states: Set<State>, mutating: Bool = false, mailboxes: [Int] = [],
+             capabilities: Set<String> = [], uid: Bool = false) {
+            self.name = name
+            self.states = states
+            self.isMutating = mutating
+            self.mailboxArguments = mailboxes
+            self.capabilities = capabilities
+            self.hasUIDForm = uid
+        }
+    }
+
+    private static let any: Set<State> = [.notAuthenticated, .authenticated, .selected]
+    private static let loggedIn: Set<State> = [.authenticated, .selected]
+    private static let selected: Set<State> = [.selected]
+
+    /// RFC 3501 / RFC 9051 and the extensions Sluice's rules know.
+    public static let commands: [Command] = [
+        Command("CAPABILITY", any), Command("NOOP", any), Command("LOGOUT", any),
+        Command("ID", any, capabilities: ["ID"]),
+        Command("STARTTLS", [.notAuthenticated]), Command("AUTHENTICATE", [.notAuthenticated]),
+        Command("LOGIN", [.notAuthenticated]),
+        Command("ENABLE", loggedIn, capabilities: ["ENABLE"]),
+        Command("SELECT", loggedIn, mailboxes: [0]), Command("EXAMINE", loggedIn, mailboxes: [0]),
+        Command("CREATE", loggedIn, mutating: true, mailboxes: [0]),
+        Command("DELETE", loggedIn, mutating: true, mailboxes: [0]),
+        Command("RENAME", loggedIn, mutating: true, mailboxes: [0, 1]),
+        Command("SUBSCRIBE", loggedIn, mutating: true, mailboxes: [0]),
+        Command("UNSUBSCRIBE", loggedIn, mutating: true, mailboxes: [0]),
+        Command("LIST", loggedIn), Command("LSUB", loggedIn), Command("XLIST", loggedIn),
+        Command("STATUS", loggedIn, mailboxes: [0]),
+        Command("APPEND", loggedIn, mutating: true, mailboxes: [0]),
+        Command("NAMESPACE", loggedIn, capabilities: ["NAMESPACE"]),
+        Command("IDLE", loggedIn, capabilities: ["IDLE"]),
+        Command("CHECK", selected), Command("CLOSE", selected),
+        Command("UNSELECT", selected, capabilities: ["UNSELECT"]),
+        Command("EXPUNGE", selected, mutating: true, capabilities: [], uid: true),
+        Command("SEARCH", selected, uid: true), Command("FETCH", selected, uid: true),
+        Command("STORE", selected, mutating: true, uid: true),
+        Command("COPY", selected, mutating: true, mailboxes: [1], uid: true),
+        Command("MOVE", selected, mutating: true, mailboxes: [1], capabilities: ["MOVE"], uid: true),
+        Command("SORT", selected, capabilities: ["SORT"], uid: true),
+        Command("THREAD", selected, capabilities: ["THREAD"], uid: true),
+        Command("REPLACE", selected, mutating: true, capabilities: ["REPLACE"], uid: true),
+        Command("GETQUOTA", loggedIn, capabilities: ["QUOTA"]),
+        Command("GETQUOTAROOT", loggedIn, mailboxes: [0], capabilities: ["QUOTA"]),
+        Command("SETQUOTA", loggedIn, mutating: true, capabilities: ["QUOTA"]),
+        Command("GETACL", loggedIn, mailboxes: [0], capabilities: ["ACL"]),
+        Command("SETACL", loggedIn, mutating: true, mailboxes: [0], capabilities: ["ACL"]),
+        Command("DELETEACL", loggedIn, mutating: true, mailboxes: [0], capabilities: ["ACL"]),
+        Command("LISTRIGHTS", loggedIn, mailboxes: [0], capabilities: ["ACL"]),
+        Command("MYRIGHTS", loggedIn, mailboxes: [0], capabilities: ["ACL"]),
+        Command("GETMETADATA", loggedIn, mailboxes: [0], capabilities: ["METADATA", "METADATA-SERVER"]),
+        Command("SETMETADATA", loggedIn, mutating: true, mailboxes: [0], capabilities: ["METADATA", "METADATA-SERVER"]),
+        Command("COMPRESS", loggedIn, capabilities: ["COMPRESS"]),
+        Command("NOTIFY", loggedIn, capabilities: ["NOTIFY"]),
+        Command("URLFETCH", loggedIn, capabilities: ["URLAUTH"]),
+        Command("GENURLAUTH", loggedIn, mutating: true, capabilities: ["URLAUTH"]),
+        Command("RESETKEY", loggedIn, mutating: true, capabilities: ["URLAUTH"]),
+    ]
+
+    private static let byName: [String: Command] = Dictionary(uniqueKeysWithValues: commands.map { ($0.name, $0) })
+
+    /// The command named `name` (upper case; a `UID ` form by its base name,
+    /// if it has one), or `nil` for a command the catalog does not know.
+    public static func command(named name: String) -> Command? {
+        if name.hasPrefix("UID ") {
+            guard let base = byName[String(name.dropFirst(4))], base.hasUIDForm else { return nil }
+            return base
+        }
+        return byName[name]
+    }
+
+    /// Base names of commands that change the store.
+    public static let mutatingNames: Set<String> = Set(commands.filter(\.isMutating).map(\.name))
+
+    /// Base names of commands with mailbox arguments, and where they are.
+    public static let mailboxArguments: [String: [Int]] = Dictionary(
+        uniqueKeysWithValues: commands.filter { !$0.mailboxArguments.isEmpty }.map { ($0.name, $0.mailboxArguments) })
+
+    /// The commands a capability announces (`COMPRESS=DEFLATE` by its name
+    /// before `=`, `THREAD=REFERENCES` likewise).
+    public static func commands(announcedBy capability: String) -> Set<String> {
+        let upper = capability.uppercased()
+        let base = upper.split(separator: "=", maxSplits: 1).first.map(String.init) ?? upper
+        return Set(commands.filter { $0.capabilities.contains(upper) || $0.capabilities.contains(base) }.map(\.name))
+    }
+}
