@@ -982,6 +982,55 @@ def connection_limit_tests():
     check("limits.max_connections 5: the 6th connection gets * BYE [UNAVAILABLE] and EOF; after one closes, "
           "a new one is greeted", max_connections)
 
+    def open_file_limit():
+        # F4: at the open-file limit accept4 fails with EMFILE; without a back-off an event
+        # loop retried it in a tight loop (99 % CPU), and nothing was logged.
+        port = free_port()
+        path = write(os.path.join(WORK, "fd-limit.yaml"),
+                     f'listeners: [{{ address: "{HOST}:{port}" }}]\nupstream: {{ address: "{HOST}:{PORT}" }}\n'
+                     f"limits: {{ max_connections: 0 }}\n")
+        log = open(os.path.join(WORK, "fd-limit.log"), "w")
+        process = subprocess.Popen(["bash", "-c", f'ulimit -n 64 && exec "$0" run --config "$1"', SLUICE, path],
+                                   stdout=log, stderr=log)
+        held = []
+        try:
+            deadline = time.time() + 20
+            while True:
+                try:
+                    socket.create_connection((HOST, port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert process.poll() is None and time.time() < deadline, "sluice did not start"
+                    time.sleep(0.05)
+            for _ in range(80):  # more than the descriptors left: the rest wait in the backlog
+                held.append(socket.create_connection((HOST, port), timeout=5))
+            time.sleep(1)
+
+            def cpu_ticks():
+                with open(f"/proc/{process.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return int(fields[11]) + int(fields[12])  # utime + stime
+            before = cpu_ticks()
+            time.sleep(3)
+            used = (cpu_ticks() - before) / os.sysconf("SC_CLK_TCK") / 3
+            assert used < 0.5, f"the proxy used {used:.0%} of a CPU while at the open-file limit (busy accept loop)"
+            with open(log.name) as f:
+                assert "accepting connections failed" in f.read(), "no log line about the failing accepts"
+            for s in held:
+                s.close()
+            held = []
+            time.sleep(1.5)  # the back-off (1 s) passes; the backlog is served
+            reply = login_reply(type("Listener", (), {"host": HOST, "port": port})(), "alice", ALICE)
+            assert b"a OK" in reply, f"no login after the descriptors were freed: {reply!r}"
+        finally:
+            for s in held:
+                s.close()
+            process.terminate()
+            process.wait(timeout=10)
+            log.close()
+    check("F4: at the open-file limit the proxy does not spin (< 50 % of a CPU), logs why, and serves again "
+          "once descriptors are free", open_file_limit)
+
     def max_per_ip():
         with proxy("limits-ip", f'upstream: {{ address: "{HOST}:{PORT}" }}\n'
                                 f"limits: {{ max_connections_per_ip: 2 }}\n"

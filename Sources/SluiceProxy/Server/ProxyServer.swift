@@ -125,8 +125,7 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
-                    try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger, listener: listenAddress))
+                    try channel.pipeline.syncOperations.addHandler(ListenerBackoff(logger: logger, listener: listenAddress))
                 }
             }
             .childChannelInitializer { channel in
