@@ -4,11 +4,9 @@ import SluiceFilters
 
 /// Writes one line per log event to standard error, laid out like
 /// swift-log's `StreamLogHandler` (`time level label : key=value … [source]
-/// message`; a value with spaces is quoted, control characters escaped),
-/// with two differences that matter per session: metadata is rendered when
-/// a line is written, not re-rendered on every change (a session sets three
-/// keys as it learns them), and the time is UTC, so no time-zone file is
-/// consulted (glibc's `localtime` checks /etc/localtime on every call).
+/// message`; a value with spaces is quoted, control characters escaped), but
+/// rendering metadata once per line and writing UTC (docs/design-notes.md,
+/// "Our own text log handler").
 struct TextLogHandler: LineLogHandler {
     let label: String
     var logLevel: Logger.Level = .info

@@ -11,8 +11,8 @@ import Darwin
 /// Host-name answers for upstream connections, kept for `ttl`.
 ///
 /// NIO's own resolver runs `getaddrinfo` on a dispatch queue for every
-/// connection and hops back to the event loop: per login that is a lookup
-/// and two wake-ups, about a quarter of a proxied login's CPU. Upstreams are
+/// connection and hops back to the event loop (the cost is measured in
+/// docs/performance.md). Upstreams are
 /// a handful of names, so their answers are kept for a short while (DNS
 /// changes still take effect within `ttl`). Lookups run on NIO's thread
 /// pool; failures are not kept. Upstreams given as IP addresses never come

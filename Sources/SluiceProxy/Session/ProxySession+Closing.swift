@@ -11,7 +11,7 @@ extension ProxySession {
     /// on (a literal the upstream's answer could not be matched to): `* BAD`
     /// and `* BYE`, after what is queued.
     func endForClientProtocolError(hint: String) {
-        endReason = "client protocol error: \(hint)"
+        record.endReason = .clientProtocolError(hint: hint)
         endUpstreamFrameForBye()
         queueLocalResponse(ByteBuffer(string: "* BAD \(hint).\r\n* BYE \(hint).\r\n"))
         closeWhenWritten()
@@ -21,8 +21,8 @@ extension ProxySession {
     /// what was relayed reaches the client, a response cut inside a literal
     /// is made unmistakably incomplete, and the client gets a BYE unless the
     /// upstream said one.
-    func upstreamEnded(reason: String) {
-        endReason = reason
+    func upstreamEnded(reason: EndReason) {
+        record.endReason = reason
         if !relay.upstreamSaidBye {
             endUpstreamFrameForBye()
             localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
@@ -62,7 +62,7 @@ extension ProxySession {
     func beginShutdown() {
         switch phase {
         case .connecting, .preAuth, .loginFailed:
-            endReason = "server shutting down"
+            record.endReason = .shutdown
             phase = .closed
             clientChannel.writeAndFlush(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n")).whenComplete {
                 [clientChannel] _ in clientChannel.close(promise: nil)
@@ -78,7 +78,7 @@ extension ProxySession {
     /// The grace period is over: BYE where the stream allows it, and close.
     func forceClose() {
         guard phase != .closed else { return }
-        endReason = "server shut down (grace period over)"
+        record.endReason = .shutdownGraceOver
         if phase == .relay {
             endUpstreamFrameForBye()
             queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down.\r\n"))
@@ -94,7 +94,7 @@ extension ProxySession {
         guard draining, phase == .relay else { return }
         let quiet = relay.commandsInFlight == 0 || clientDecoder.framer.clientExpectation == .idleDone
         guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
-        endReason = "server shutting down"
+        record.endReason = .shutdown
         queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down, please reconnect.\r\n"))
         closeWhenWritten()
     }
@@ -137,7 +137,7 @@ extension ProxySession {
         upstreamChannel?.close(promise: nil)
     }
 
-    func end(reason: String) {
+    func end() {
         guard !ended else { return }
         ended = true
         phase = .closed
@@ -145,13 +145,6 @@ extension ProxySession {
         inactivityTimer = nil
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
-        let duration = Double((NIODeadline.now() - started).nanoseconds) / 1e9
-        logger.info("session ended", metadata: [
-            "imap.user": "\(user ?? "-")",
-            "bytes.from_client": "\(bytesFromClient)",
-            "bytes.from_upstream": "\(bytesFromUpstream)",
-            "duration.seconds": "\((duration * 1000).rounded() / 1000)",
-            "reason": "\(reason)",
-        ])
+        logger.info("session ended", metadata: record.endMetadata())
     }
 }

@@ -167,26 +167,7 @@ extension ProxySession {
         }
         let encoded = encoder.finish()
         // Split where a synchronizing literal must wait for the upstream's "+".
-        var parts: [ByteBuffer] = []
-        var current = ByteBuffer()
-        for (index, segment) in encoded.segments.enumerated() {
-            var segment = segment
-            current.writeBuffer(&segment)
-            guard index < encoded.literals.count else { continue }
-            let literal = encoded.literals[index]
-            if literal.header.isSynchronizing {
-                parts.append(current)
-                current = ByteBuffer()
-            }
-            switch literal.payload {
-            case .bytes(var bytes):
-                current.writeBuffer(&bytes)
-            case .original(let literalIndex):
-                for var chunk in original.literals[literalIndex].chunks ?? [] { current.writeBuffer(&chunk) }
-            }
-        }
-        // The line announcing a streamed literal ends with CRLF from finish(); it is the literal's own.
-        parts.append(current)
+        var parts = encoded.synchronizingParts(original: original)
         upstream.write(parts.removeFirst(), promise: nil)
         if !parts.isEmpty {
             relay.holdParts(parts, tag: command.tag)
@@ -207,7 +188,7 @@ extension ProxySession {
             logger.notice("selected response over the collected-bytes budget",
                           metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
             upstreamBuffer.clear()  // nothing more of this stream is read
-            endReason = "upstream response too large for the rules"
+            record.endReason = .upstreamResponseTooLarge
             localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server response too large for this proxy's rules.\r\n"))
             closeWhenWritten()
             return

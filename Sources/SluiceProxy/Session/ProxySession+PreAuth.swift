@@ -34,7 +34,7 @@ extension ProxySession {
         case .send(let lines):
             writeToClient(lines, flush: true)
         case .sendAndClose(let lines):
-            endReason = "closed in pre-auth"
+            record.endReason = .closedBeforeLogin
             phase = .closed
             clientChannel.writeAndFlush(ByteBuffer(string: lines)).whenComplete { [clientChannel] _ in
                 clientChannel.close(promise: nil)
@@ -70,7 +70,7 @@ extension ProxySession {
         do {
             try clientChannel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
         } catch {
-            endReason = "client TLS: \(error)"
+            record.endReason = .clientTLSError("\(error)")
             clientChannel.close(promise: nil)
         }
     }

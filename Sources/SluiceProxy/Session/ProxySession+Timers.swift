@@ -12,7 +12,7 @@ extension ProxySession {
         loginDeadline = nil
         let loggedIn = phase == .relay && (configuration.mode == .proxy || user != nil)
         guard !loggedIn, phase != .closed else { return }
-        endReason = "login timeout"
+        record.endReason = .loginTimeout
         logger.notice("login time exceeded")
         phase = .closed
         closingUpstream = true
@@ -26,9 +26,9 @@ extension ProxySession {
         loginDeadline = nil
     }
 
-    /// One scheduled check per session, re-armed only when it fires: marking
-    /// activity costs a clock read per read event (NIO's IdleStateHandler
-    /// allocated a promise for every write and sat in the pipeline).
+    /// One scheduled check per session, re-armed only when it fires; marking
+    /// activity is a clock read per read event (docs/design-notes.md says
+    /// why not NIO's IdleStateHandler).
     func startInactivityTimer(_ limit: TimeAmount) {
         inactivityLimit = limit
         lastActivity = .now()
@@ -57,7 +57,7 @@ extension ProxySession {
         }
         switch phase {
         case .connecting, .preAuth, .loggingIn, .loginFailed:
-            endReason = "pre-auth timeout"
+            record.endReason = .preAuthTimeout
             writeToClient("* BYE Disconnected for inactivity.\r\n", flush: true)
             clientChannel.close(promise: nil)
         case .relay:
@@ -66,7 +66,7 @@ extension ProxySession {
                 scheduleInactivityCheck(at: .now() + inactivityLimit)
                 return
             }
-            endReason = "idle timeout"
+            record.endReason = .idleTimeout
             endUpstreamFrameForBye()
             queueLocalResponse(ByteBuffer(string: "* BYE Disconnected for inactivity.\r\n"))
             closeWhenWritten()

@@ -52,7 +52,7 @@ extension ProxySession {
         pendingTransparentUser = nil
         guard segment.secondWordIs("OK") else { return true }
         if !configuration.filters.isEmpty && name == nil {
-            endReason = "transparent login with rules: user unknown"
+            record.endReason = .rulesNeedUser
             logger.warning("login refused: the rules need the user name, which this login did not show")
             let tag = segment.tag ?? "*"
             queueLocalResponse(ByteBuffer(string: "\(tag) NO [UNAVAILABLE] Log in with LOGIN or AUTHENTICATE PLAIN.\r\n"

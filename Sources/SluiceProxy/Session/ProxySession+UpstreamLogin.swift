@@ -101,7 +101,7 @@ extension ProxySession {
     /// The upstream cannot be reached (or fails TLS) before the relay started.
     func upstreamUnavailable(reason: String) {
         if phase == .connecting {
-            endReason = reason
+            record.endReason = .upstreamUnavailable(reason)
             logger.notice("upstream unavailable", metadata: ["reason": "\(reason)"])
             phase = .closed
             clientChannel.writeAndFlush(ByteBuffer(string: "* BYE [UNAVAILABLE] Server is unavailable.\r\n")).whenComplete {
@@ -184,7 +184,7 @@ extension ProxySession {
             try relayFromUpstream()
             try relayFromClient()
         } catch {
-            endReason = "framing error after login: \(error)"
+            record.endReason = .clientError("framing error after login: \(error)")
             closeBoth()
             return
         }

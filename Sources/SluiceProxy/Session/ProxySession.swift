@@ -90,17 +90,17 @@ final class ProxySession {
     /// Transparent mode: the tag of a relayed LOGIN/AUTHENTICATE.
     var transparentLoginTag: String?
 
-    var user: String?
-    var bytesFromClient = 0
-    var bytesFromUpstream = 0
-    let started = NIODeadline.now()
-    var endReason = "client closed the connection"
+    /// Who, how much, how long, why it ended: the end-of-session line.
+    var record = SessionRecord()
+    /// The user who logged in (or is logging in).
+    var user: String? {
+        get { record.user }
+        set { record.user = newValue }
+    }
 
-    /// Receive buffers for both channels. NIO keeps each channel's last
-    /// receive buffer for reuse, so its size is memory every idle session
-    /// holds twice: starting at 512 bytes instead of NIO's 2,048 takes an idle
-    /// session from ~16.3 to ~11.8 KB. The size still adapts: a full read
-    /// grows it (to 64 KiB within a few reads of a large FETCH).
+    /// Receive buffers for both channels: small at first, because an idle
+    /// session holds its last one per channel; full reads grow them to
+    /// 64 KiB (docs/design-notes.md, "Small receive buffers").
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 64 * 1024)
 
     /// Pre-auth limits: credentials are small; a client may not make the
@@ -174,7 +174,7 @@ final class ProxySession {
                 let endpoint = try (router as? StaticRouter)?.upstream ?? UpstreamEndpoint(upstream)
                 connectUpstream(route: Route(upstream: endpoint, login: .asUser("")), clientPassword: [])
             } catch {
-                endReason = "upstream TLS: \(error)"
+                record.endReason = .upstreamUnavailable("upstream TLS: \(error)")
                 writeToClient("* BYE [UNAVAILABLE] Server is unavailable.\r\n", flush: true)
                 clientChannel.close(promise: nil)
             }
@@ -185,7 +185,7 @@ final class ProxySession {
 
     func clientRead(_ data: ByteBuffer) {
         noteActivity()
-        bytesFromClient += data.readableBytes
+        record.bytesFromClient += data.readableBytes
         append(data, to: &clientBuffer)
         processClient()
     }
@@ -195,11 +195,11 @@ final class ProxySession {
     }
 
     func clientClosed() {
-        end(reason: endReason)
+        end()
     }
 
     func clientError(_ error: Error) {
-        endReason = "client error: \(error)"
+        record.endReason = .clientError("\(error)")
         clientChannel.close(promise: nil)
     }
 
@@ -278,7 +278,7 @@ final class ProxySession {
                 break
             }
         } catch let error as IMAPFramingError {
-            endReason = "client framing error: \(error.hint)"
+            record.endReason = .clientFramingError(hint: error.hint)
             let answer = error.tag.map { "\($0) BAD \(error.hint)\r\n" } ?? ""
             // A response still streaming to the client is cut where it is
             // (made visibly incomplete) so that the answer can follow.
@@ -286,7 +286,7 @@ final class ProxySession {
             queueLocalResponse(ByteBuffer(string: answer + "* BYE \(error.hint)\r\n"))
             closeWhenWritten()
         } catch {
-            endReason = "client error: \(error)"
+            record.endReason = .clientError("\(error)")
             closeBoth()
         }
     }
@@ -296,7 +296,7 @@ final class ProxySession {
     }
 
     func upstreamRead(_ data: ByteBuffer) {
-        bytesFromUpstream += data.readableBytes
+        record.bytesFromUpstream += data.readableBytes
         append(data, to: &upstreamBuffer)
         do {
             switch phase {
@@ -309,20 +309,20 @@ final class ProxySession {
                 upstreamBuffer.clear()
             }
         } catch let error as IMAPFramingError {
-            let reason = "upstream framing error: \(error.hint)"
+            let reason = EndReason.upstreamFramingError(hint: error.hint)
             if phase == .loggingIn {
-                loginFailed(response: ProxySession.unavailable, reason: reason)
+                loginFailed(response: ProxySession.unavailable, reason: reason.text)
             } else if phase == .relay {
                 // The client learns the session is over (review F7): the
                 // response cut where the framer failed, then a BYE.
                 logger.notice("upstream framing error", metadata: ["error": "\(error.hint)"])
                 upstreamEnded(reason: reason)
             } else {
-                endReason = reason
+                record.endReason = reason
                 closeBoth()
             }
         } catch {
-            endReason = "upstream error: \(error)"
+            record.endReason = .upstreamError("\(error)")
             closeBoth()
         }
     }
@@ -349,7 +349,7 @@ final class ProxySession {
         case .loggingIn:
             loginFailed(response: ProxySession.unavailable, reason: "upstream closed during login")
         case .relay:
-            upstreamEnded(reason: relay.upstreamSaidBye ? "upstream said BYE" : "upstream closed the connection")
+            upstreamEnded(reason: relay.upstreamSaidBye ? .upstreamSaidBye : .upstreamClosed)
         case .preAuth, .loginFailed, .closed:
             break
         }
@@ -363,9 +363,9 @@ final class ProxySession {
             loginFailed(response: ProxySession.unavailable, reason: "upstream error: \(error)")
         case .relay:
             // A reset mid-response is the server going away, as a close is.
-            upstreamEnded(reason: "upstream error: \(error)")
+            upstreamEnded(reason: .upstreamError("\(error)"))
         case .connecting, .preAuth, .loginFailed, .closed:
-            endReason = "upstream error: \(error)"
+            record.endReason = .upstreamError("\(error)")
             closeBoth()
         }
     }

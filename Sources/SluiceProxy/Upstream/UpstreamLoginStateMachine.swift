@@ -196,20 +196,7 @@ struct UpstreamLoginStateMachine {
         encoder.writeAString(credentials.password)
         let encoded = encoder.finish()
         // Split where a synchronizing literal must wait for the server's "+".
-        var parts: [ByteBuffer] = []
-        var current = ByteBuffer()
-        for (index, segment) in encoded.segments.enumerated() {
-            var segment = segment
-            current.writeBuffer(&segment)
-            guard index < encoded.literals.count else { continue }
-            let literal = encoded.literals[index]
-            if literal.header.isSynchronizing {
-                parts.append(current)
-                current = ByteBuffer()
-            }
-            if case .bytes(var bytes) = literal.payload { current.writeBuffer(&bytes) }
-        }
-        parts.append(current)
+        let parts = encoded.synchronizingParts()
         state = .login(remaining: Array(parts.dropFirst()))
         first.writeImmutableBuffer(parts[0])
         return .send(first)

@@ -50,7 +50,7 @@ struct IMAPTokenizerTrapTests {
     func randomFrames(seed: UInt64) throws {
         let pieces = ["\"", "\\", "[", "]", "(", ")", " ", "NIL", "x", "BODY[", "{0}\r\n", "{1}\r\nZ", "{2+}\r\nab",
                       "~{1}\r\nQ", "\\\"", "\\\\", "<0.1>", "*", "1:*", "%"]
-        var generator = SplitMix(seed: seed)
+        var generator = SeededGenerator(seed: seed)
         for _ in 0..<3_000 {
             var line = "a X "
             for _ in 0..<(generator.next() % 12) { line += pieces[Int(generator.next() % UInt64(pieces.count))] }
@@ -68,15 +68,3 @@ struct IMAPTokenizerTrapTests {
     }
 }
 
-/// A tiny, seedable generator (SplitMix64), so a failing case repeats.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
