@@ -82,9 +82,21 @@ struct FailClosedTests {
         // A pipelined SELECT away from Secret: the command behind it runs in Public.
         #expect(try answer(engine, "e SELECT Public\r\n") == nil)
         #expect(try answer(engine, "f EXPUNGE\r\n") == nil)
-        // CLOSE (not selected by any rule) also counts.
+        // CLOSE (not selected by any rule) counts once it succeeded: until then the
+        // mailbox it closes is the worst case (a failing CLOSE leaves it selected).
         engine.commandPassed(tag: "g", name: "CLOSE")
+        #expect(try answer(engine, "h EXPUNGE\r\n") == nil, "still judged in Public")
+        _ = engine.process(response: try frame("e OK [READ-WRITE] done\r\n", peer: .server))
+        _ = engine.process(response: try frame("g OK closed\r\n", peer: .server))
         #expect(engine.context.state == .authenticated)
+
+        // UID CLOSE is no command (the server answers BAD, Secret stays selected).
+        #expect(try answer(engine, "i SELECT Secret\r\n") == nil)
+        engine.commandPassed(tag: "j", name: "UID CLOSE")
+        #expect(try answer(engine, "k FETCH 1 BODY[]\r\n") == "k NO [NOPERM] Not allowed here.\r\n")
+        _ = engine.process(response: try frame("i OK [READ-WRITE] done\r\n", peer: .server))
+        _ = engine.process(response: try frame("j BAD Unknown command\r\n", peer: .server))
+        #expect(try answer(engine, "l FETCH 1 BODY[]\r\n") == "l NO [NOPERM] Not allowed here.\r\n")
     }
 
     @Test("INBOX's hierarchy matches whatever its case", arguments: ["inbox.Private", "Inbox.Private", "INBOX.Private"])
@@ -156,6 +168,28 @@ struct FailClosedTests {
     ])
     func mayMatchUnder(pattern: String, prefix: String, expected: Bool) {
         #expect(Glob(pattern).mayMatchNames(startingWith: prefix) == expected)
+    }
+
+    @Test("deny [FETCH] also refuses reading through IMAP URLs and NOTIFY with fetch attributes")
+    func readsThroughURLsAndNotify() throws {
+        let scoped = try engine([DenyCommandsFilter(names: ["FETCH", "COPY", "MOVE"], mailboxes: [Glob("Secret*")])])
+        #expect(try answer(scoped, "b APPEND Doomed CATENATE (URL \"/Secret/;UID=3\")\r\n") == "b NO [NOPERM] Not allowed here.\r\n")
+        #expect(try answer(scoped, "c APPEND Doomed CATENATE (URL \"/Public/;UID=3\")\r\n") == nil)
+        #expect(try answer(scoped, "d APPEND Doomed {5+}\r\nhello\r\n") == nil, "APPEND itself is not denied")
+        #expect(try answer(scoped, "e NOTIFY SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge))\r\n")
+            == "e NO [NOPERM] Not allowed here.\r\n")
+        #expect(try answer(scoped, "f NOTIFY SET (selected (MessageNew MessageExpunge))\r\n") == nil)
+    }
+
+    @Test("hide: a LIST line no LIST asked for (NOTIFY) is filtered at once, not held")
+    func unsolicitedList() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret*")])])
+        guard case .drop = engine.process(response: try frame("* LIST () \".\" Secret2\r\n", peer: .server)) else {
+            Issue.record("a hidden name passed"); return
+        }
+        guard case .forwardOriginal = engine.process(response: try frame("* LIST () \".\" NewBox\r\n", peer: .server)) else {
+            Issue.record("held or dropped"); return
+        }
     }
 
     @Test("the in-flight queue drains in order at O(1) per command")

@@ -116,6 +116,37 @@ struct RelayStateMachineTests {
         #expect(machine.upstreamFrameStarted(kind: .taggedResponse, tag: "b", isBye: false) == [.abandonClientLiteral, .resumeClient])
     }
 
+    @Test("a + while an earlier command is unanswered is stray, whatever waits behind it")
+    func strayContinuation() {
+        // a LIST {11} x: Dovecot answers "+ OK" for the mid-line {11}, then BAD.
+        var machine = RelayStateMachine(maxCommandsInFlight: 10)
+        machine.clientFrameStarted(kind: .command, tag: "a")
+        machine.clientFrameStarted(kind: .command, tag: "x")
+        _ = machine.clientLineForwarded(literal: Self.nonSync, upstreamWaits: true)
+        #expect(machine.upstreamFrameStarted(kind: .continuationRequest, tag: nil, isBye: false) == [.strayContinuation])
+        #expect(!machine.takesClientBytes, "the literal is still held")
+    }
+
+    @Test("a + with nothing in flight is stray")
+    func strayWhenIdle() {
+        var machine = RelayStateMachine(maxCommandsInFlight: 10)
+        #expect(machine.upstreamFrameStarted(kind: .continuationRequest, tag: nil, isBye: false) == [.strayContinuation])
+    }
+
+    @Test("a reused tag: the answer closes the oldest command with it, IDLE's + stays IDLE's")
+    func reusedTagWithIdle() {
+        var machine = RelayStateMachine(maxCommandsInFlight: 10)
+        machine.clientFrameStarted(kind: .command, tag: "a")                // a NOOP
+        machine.clientFrameStarted(kind: .command, tag: "a", isIdle: true)  // a IDLE
+        machine.clientFrameStarted(kind: .idleDone, tag: nil)               // DONE
+        machine.clientFrameStarted(kind: .command, tag: "b")                // b NOOP {17+}
+        _ = machine.clientLineForwarded(literal: Self.nonSync, upstreamWaits: true)
+        _ = machine.upstreamFrameStarted(kind: .taggedResponse, tag: "a", isBye: false)  // a OK NOOP
+        #expect(machine.upstreamFrameStarted(kind: .continuationRequest, tag: nil, isBye: false) == [], "+ idling")
+        _ = machine.upstreamFrameStarted(kind: .taggedResponse, tag: "a", isBye: false)  // a OK IDLE
+        #expect(machine.upstreamFrameStarted(kind: .taggedResponse, tag: "b", isBye: false) == [.dropClientLiteral, .resumeClient])
+    }
+
     @Test("a refused IDLE expects no +")
     func idleRefused() {
         var machine = RelayStateMachine(maxCommandsInFlight: 10)

@@ -262,6 +262,9 @@ rules:
     users: ["u-private"]
   - hide_mailboxes: ["Archive.2019"]
     users: ["u-child"]
+  - deny: [FETCH, COPY, MOVE, STORE, EXPUNGE, SEARCH]
+    mailboxes: ["Secret*"]
+    users: ["u-reads"]
 """
 
 
@@ -1335,6 +1338,67 @@ def red_team_tests():
           "do not escape the rules", transparent_pipelined)
 
 
+def red_team_two_tests():
+    def stray_continuation():
+        # Dovecot answers "+ OK" to a {11} in the middle of a line, then BAD; that "+"
+        # must not release the {17+} literal of the next command.
+        d = direct()
+        d.sock.sendall(b"a LIST {11} x\r\n")
+        reply = read_until(d.sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+        d.close()
+        assert reply.startswith(b"+"), f"the control failed: Dovecot no longer sends + here: {reply!r}"
+        fresh_mailbox("Doomed")
+        with rules_proxy() as sluice:
+            for first in (b"a LIST {11} x\r\nx NOOP {17+}\r\n", b"x LIST {11} x {17+}\r\n"):
+                c = as_user(sluice, "u-deny")
+                c.sock.sendall(first + b"c DELETE Doomed\r\n")
+                data, _, _ = collect(c.sock, rb"c (OK|NO)[^\r\n]*\r\n", 5)
+                assert b"c OK" not in data, f"the literal ran as a command: {data!r}"
+                c.close()
+            assert b"Doomed" in mailboxes(), "Doomed was deleted through a stray +"
+            assert_serving(sluice)
+    check("red team 2 #1: Dovecot's + for a mid-line {11} never releases a literal (deny [DELETE])",
+          stray_continuation)
+
+    def reused_tag_idle():
+        fresh_mailbox("Doomed")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-deny")
+            c.sock.sendall(b"a NOOP\r\na IDLE\r\nDONE\r\nb NOOP {17+}\r\nc DELETE Doomed\r\n\r\nz NOOP\r\n")
+            data, _, _ = collect(c.sock, rb"z OK[^\r\n]*\r\n", 5)
+            c.close()
+            assert b"c OK" not in data, f"the literal ran as a command: {data!r}"
+            assert b"Doomed" in mailboxes(), "Doomed was deleted through IDLE's + and a reused tag"
+            assert_serving(sluice)
+    check("red team 2 #2: a reused tag does not let IDLE's + release a literal", reused_tag_idle)
+
+    def uid_close():
+        fresh_mailbox("Secret", b"TOPSECRET")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-reads")
+            c.run("SELECT Secret")
+            c.sock.sendall(b"x UID CLOSE\r\ny FETCH 1 BODY.PEEK[]\r\nx2 UID UNSELECT\r\ny2 UID FETCH 1:* BODY.PEEK[TEXT]\r\n")
+            data = read_until(c.sock, rb"y2 (OK|NO|BAD)[^\r\n]*\r\n")
+            c.close()
+            assert b"TOPSECRET" not in data, "a message of Secret was fetched behind UID CLOSE"
+            assert b"y NO" in data and b"y2 NO" in data, data
+            assert message_count("Secret") == 1
+            assert_serving(sluice)
+    check("red team 2 #3: deny reads in Secret*: FETCH behind a failing UID CLOSE/UNSELECT is refused", uid_close)
+
+    def catenate_read():
+        fresh_mailbox("Secret", b"TOPSECRET")
+        fresh_mailbox("Doomed")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-reads")
+            reply = c.run('APPEND Doomed CATENATE (URL "/Secret/;UID=1")')
+            c.close()
+            assert_refused(reply, "APPEND Doomed CATENATE (URL /Secret/;UID=1)")
+            assert message_count("Doomed") == 0, "a message of Secret was copied out through CATENATE"
+            assert_serving(sluice)
+    check("red team 2 #5: deny reads in Secret*: CATENATE from Secret is refused, nothing copied", catenate_read)
+
+
 def largest_id_test():
     def test():
         with Sluice() as sluice:
@@ -1372,7 +1436,7 @@ def main():
                         ("upstream garbage", upstream_garbage_tests), ("upstream login", upstream_login_tests),
                         ("login deadline", login_deadline_tests), ("connection limits", connection_limit_tests),
                         ("TLS", tls_tests), ("transparent", transparent_rules_test), ("ID", largest_id_test),
-                        ("red team", red_team_tests)]:
+                        ("red team", red_team_tests), ("red team 2", red_team_two_tests)]:
         guarded(name, group)
     guarded("reseed", pe.reseed)  # the mail the suites after this one expect (proxy_e2e's seed)
     print(f"(adversarial suite: {time.time() - started:.0f} s)", flush=True)

@@ -107,15 +107,19 @@ public final class FilterEngine {
     /// A command no filter selected went upstream as it was.
     public func commandPassed(tag: String, name: String) {
         context.inFlight.append(InFlightCommand(tag: tag, name: name))
-        let base = name.hasPrefix("UID ") ? String(name.dropFirst(4)) : name
-        if base == "CLOSE" || base == "UNSELECT" { stateChangeSent(.authenticated) }
+        if name == "CLOSE" || name == "UNSELECT" { stateChangeSent(nil) }
     }
 
     /// A command that changes the selected state went upstream: commands
-    /// behind it are judged in the state it leads to.
-    private func stateChangeSent(_ state: FilterContext.State) {
+    /// behind it are judged in the state it leads to. SELECT and EXAMINE
+    /// lead to their mailbox (if they fail, no mailbox is selected, where
+    /// mailbox commands fail anyway). CLOSE and UNSELECT (`nil`) keep the
+    /// old mailbox until their OK: if they fail (a server without UNSELECT,
+    /// `UID CLOSE`), the old mailbox stays selected, so that is the worst
+    /// case to judge in (red team 2 #3).
+    private func stateChangeSent(_ state: FilterContext.State?) {
         context.stateChangesInFlight += 1
-        context.state = state
+        if let state { context.state = state }
     }
 
     public enum CommandDecision {
@@ -171,7 +175,8 @@ public final class FilterEngine {
                 let mailbox = entry.mailbox ?? .unreadable
                 stateChangeSent(.selected(mailbox: mailbox, readOnly: command.baseName == "EXAMINE"))
             case "CLOSE", "UNSELECT":
-                stateChangeSent(.authenticated)
+                // `UID CLOSE` is no command (BAD): only the exact names count.
+                if !command.parsed.isUID { stateChangeSent(nil) }
             default:
                 break
             }
@@ -222,7 +227,7 @@ public final class FilterEngine {
     public func taggedResponsePassed(tag: String) {
         guard let index = context.inFlight.firstIndex(where: { $0.tag == tag }) else { return }
         let command = removeInFlight(at: index)
-        switch command.baseName {
+        switch command.name {
         case "SELECT", "EXAMINE", "CLOSE", "UNSELECT":
             // Answered without being tracked (unparseable): what the server
             // did is unknown until the next state change; assume the worst
@@ -371,6 +376,7 @@ public final class FilterEngine {
                     stateChangeAnswered(.authenticated)  // a failed SELECT leaves no mailbox selected
                 }
             case "CLOSE", "UNSELECT":
+                guard !command.name.hasPrefix("UID ") else { break }  // a UID form: no state change was counted
                 stateChangeAnswered(status.status == .ok ? .authenticated : context.confirmedState)
             default:
                 break

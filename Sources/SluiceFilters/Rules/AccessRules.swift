@@ -13,24 +13,61 @@ public struct DenyCommandsFilter: Filter {
         self.reply = reply
     }
 
-    public var commands: CommandSelection { .named(names) }
+    /// Commands that read messages: a rule that denies one also refuses
+    /// the other ways to read them — IMAP URLs (`APPEND … CATENATE (URL …)`,
+    /// `URLFETCH`, `GENURLAUTH`) into a matching mailbox, and NOTIFY with
+    /// fetch attributes (red team 2 #4, #5).
+    public static let readCommands: Set<String> = ["FETCH", "COPY", "MOVE"]
+
+    private var deniesReads: Bool { !names.isDisjoint(with: DenyCommandsFilter.readCommands) }
+
+    public var commands: CommandSelection {
+        .named(deniesReads ? names.union(MailboxArguments.urlCommands).union(["NOTIFY"]) : names)
+    }
 
     public func handle(command: ClientCommand, context: FilterContext, next: CommandNext) -> CommandOutcome {
+        if !names.contains(command.baseName) {
+            // Selected only as another way to read messages.
+            if command.baseName == "NOTIFY" {
+                return DenyCommandsFilter.notifyFetches(command.arguments) ? .reply(reply) : next(command, context)
+            }
+            guard let read = MailboxArguments.urlMailboxes(of: command.parsed) else {
+                return .reply(.bad("Mailbox name could not be read."))
+            }
+            if read.isEmpty { return next(command, context) }
+            if mailboxes.isEmpty || read.contains(where: { matches($0, context: context) }) { return .reply(reply) }
+            return next(command, context)
+        }
         if mailboxes.isEmpty { return .reply(reply) }
         guard let named = mailboxesActedOn(by: command, context: context) else {
             return .reply(.bad("Mailbox name could not be read."))
         }
-        let hit = named.contains { mailbox in
-            let canonical = mailbox.canonicalInbox(delimiter: context.hierarchyDelimiter)
-            // A name that does not decode cannot be shown not to match: refused.
-            guard let name = canonical.displayName(utf8: context.utf8Enabled) else { return true }
-            return mailboxes.contains { $0.matches(name) }
-        }
+        let hit = named.contains { matches($0, context: context) }
         // RENAME of a parent moves a protected child with it.
         let movesProtected = command.baseName == "RENAME" && named.first.map {
             MailboxHierarchy.mayContain(mailboxes, under: $0, context: context)
         } == true
         return hit || movesProtected ? .reply(reply) : next(command, context)
+    }
+
+    /// Whether a pattern matches `mailbox` (a name that does not decode
+    /// cannot be shown not to match: it does).
+    private func matches(_ mailbox: MailboxName, context: FilterContext) -> Bool {
+        let canonical = mailbox.canonicalInbox(delimiter: context.hierarchyDelimiter)
+        guard let name = canonical.displayName(utf8: context.utf8Enabled) else { return true }
+        return mailboxes.contains { $0.matches(name) }
+    }
+
+    /// NOTIFY (RFC 5465) with `MessageNew` followed by fetch attributes has
+    /// the server send message data unasked.
+    static func notifyFetches(_ tokens: [IMAPToken]) -> Bool {
+        for (index, token) in tokens.enumerated() {
+            if token.atom?.uppercased() == "MESSAGENEW", index + 1 < tokens.count, tokens[index + 1].list != nil {
+                return true
+            }
+            if let list = token.list, notifyFetches(list) { return true }
+        }
+        return false
     }
 
     /// The mailboxes `command` acts on: those it names (URLs included), and

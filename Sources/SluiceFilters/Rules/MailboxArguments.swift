@@ -42,6 +42,14 @@ public enum MailboxArguments {
             names.append(MailboxName(bytes: bytes))
         }
         guard urlCommands.contains(command.baseName) else { return names }
+        guard let fromURLs = urlMailboxes(of: command) else { return nil }
+        return names + fromURLs
+    }
+
+    /// The mailboxes the IMAP URLs of `command` read from; `nil` when one
+    /// cannot be read.
+    public static func urlMailboxes(of command: ParsedCommand) -> [MailboxName]? {
+        var names: [MailboxName] = []
         for url in urls(in: command) {
             guard let bytes = url, let mailbox = IMAPURL.mailbox(of: bytes) else { return nil }
             names.append(mailbox)

@@ -208,6 +208,10 @@ public struct HideMailboxesFilter: Filter {
         }
         // A LIST line this rule cannot read may name a hidden mailbox: dropped.
         guard let list = ListResponse(data) else { return .drop }
+        // Unasked (NOTIFY): no LIST to hold it for; it goes now, or not at all.
+        if context.inFlight(named: ["LIST", "LSUB", "XLIST"]).isEmpty {
+            return isHidden(list.mailbox, context: context) ? .drop : next(response, context)
+        }
         held.responses.append((response, list, isHidden(list.mailbox, context: context)))
         if held.responses.count >= HideMailboxesFilter.maxHeld {
             return .sequence(release(held, next: next, context: context))

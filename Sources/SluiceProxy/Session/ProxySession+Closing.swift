@@ -17,6 +17,16 @@ extension ProxySession {
         closeWhenWritten()
     }
 
+    /// The server asked for literal data (`+`) that no command the proxy
+    /// relayed announced: it read the client's bytes differently from the
+    /// proxy, and the rules can no longer be applied to what follows.
+    func endForStrayContinuation() {
+        record.endReason = .strayContinuation
+        logger.warning("server asked for data the proxy did not see; ending the session")
+        localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] The server and this proxy disagree on the commands sent.\r\n"))
+        closeWhenWritten()
+    }
+
     /// The upstream's stream is over (closed, or failed) during the relay:
     /// what was relayed reaches the client, a response cut inside a literal
     /// is made unmistakably incomplete, and the client gets a BYE unless the

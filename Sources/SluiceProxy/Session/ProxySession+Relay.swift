@@ -27,6 +27,13 @@ extension ProxySession {
                     }
                     continue
                 }
+                if segment.kind == .command, rulesMayApply, SynchronizingLiterals.announcesLiteralInside(segment.bytes) {
+                    // A server reads `{11}` as a literal wherever an argument may start
+                    // and asks for it with "+"; the proxy frames literals only at the end
+                    // of a line. What the two would read differently is refused.
+                    endForClientProtocolError(hint: "Literal announcement inside a line")
+                    return
+                }
                 if commandHead != nil {
                     collectCommand(segment)
                     continue
@@ -157,6 +164,10 @@ extension ProxySession {
                         case .abandonClientLiteral: clientDecoder.framer.abandonLiteral()
                         case .dropClientLiteral: droppingClientFrame = true
                         case .resumeClient: clientGateOpened = true
+                        case .strayContinuation:
+                            guard rulesMayApply else { break }  // without rules: the client's own business
+                            endForStrayContinuation()
+                            return
                         }
                     }
                     if consumed { continue }

@@ -28,8 +28,10 @@ import NIOCore
 ///   literal it does not take (`a NOOP {17+}` CRLF `c DELETE Doomed` CRLF)
 ///   would run as commands no rule saw. Now the server's `+` (consumed here)
 ///   releases them, and its refusal drops them.
-/// - **IDLE's `+`** is IDLE's: it never opens the gate of a literal
-///   announced behind a pipelined IDLE.
+/// - **Every `+` is accounted for**: it belongs to the oldest unanswered
+///   command (a server reads commands in order) — IDLE's, a held part's, or
+///   the awaited literal's — or it is stray: the server read a literal the
+///   proxy did not see, and with rules the session ends.
 struct RelayStateMachine {
     enum Action: Equatable {
         /// Write this part of a rewritten command upstream (and flush).
@@ -45,6 +47,10 @@ struct RelayStateMachine {
         case dropClientLiteral
         /// Client bytes held back may be taken now.
         case resumeClient
+        /// A `+` no command in flight asked for: the server read something
+        /// the proxy did not. With rules the session ends (fail closed);
+        /// without, the line goes to the client as before.
+        case strayContinuation
     }
 
     /// A client literal the upstream must ask for before its bytes go on.
@@ -64,12 +70,33 @@ struct RelayStateMachine {
 
     let maxCommandsInFlight: Int
 
-    /// Tagged client commands relayed and not yet answered.
-    private(set) var commandsInFlight = 0
+    /// What a command in flight may still get from the server before its
+    /// tagged answer.
+    enum Expectation: Equatable {
+        /// Only its answer (untagged data, then tagged).
+        case answer
+        /// IDLE: one `+`, then (after DONE) its answer.
+        case idleContinuation
+        /// `+` for each of the proxy's held parts.
+        case proxyParts
+        /// `+` for the client literal in `awaitedLiteral`.
+        case clientLiteral
+    }
+
+    struct InFlight: Equatable {
+        var tag: String
+        var expects: Expectation
+    }
+
+    /// Commands relayed and not yet answered, oldest first. A server reads
+    /// commands in order, so a `+` belongs to the oldest one: it is only
+    /// taken as a literal's (or IDLE's, or a held part's) when that command
+    /// is the oldest unanswered; any other `+` is one the proxy cannot
+    /// account for (the server read something the proxy did not, red team:
+    /// Dovecot answers `+ OK` to a `{11}` in the middle of a line).
+    private(set) var inFlight = CircularBuffer<InFlight>(initialCapacity: 8)
     /// The client literal that waits for the upstream's `+`.
     private(set) var awaitedLiteral: AwaitedLiteral?
-    /// IDLE commands sent whose `+` has not come yet.
-    private(set) var idleTags: [String] = []
     /// Parts of a rewritten command the proxy sends after each `+`.
     private(set) var heldParts: [ByteBuffer] = []
     private(set) var heldPartsTag: String?
@@ -82,9 +109,12 @@ struct RelayStateMachine {
         self.maxCommandsInFlight = maxCommandsInFlight
     }
 
+    /// Tagged client commands relayed and not yet answered.
+    var commandsInFlight: Int { inFlight.count }
+
     /// Whether the relay may consume more client bytes now.
     var takesClientBytes: Bool {
-        heldParts.isEmpty && awaitedLiteral == nil && commandsInFlight < maxCommandsInFlight
+        heldParts.isEmpty && awaitedLiteral == nil && inFlight.count < maxCommandsInFlight
     }
 
     // MARK: - Client side
@@ -96,8 +126,7 @@ struct RelayStateMachine {
     mutating func clientFrameStarted(kind: FrameKind, tag: String?, isIdle: Bool = false) {
         currentClientTag = kind == .command ? tag : nil
         guard kind == .command, let tag, IMAPTag.isValid(tag) else { return }
-        commandsInFlight += 1
-        if isIdle { idleTags.append(tag) }
+        inFlight.append(InFlight(tag: tag, expects: isIdle ? .idleContinuation : .answer))
     }
 
     /// A client line goes upstream; `literal` is the literal it announces.
@@ -105,24 +134,29 @@ struct RelayStateMachine {
     /// upstream as `{n}`.
     mutating func clientLineForwarded(literal: LiteralHeader?, upstreamWaits: Bool = false) -> ClientLineVerdict {
         guard let literal, literal.isSynchronizing || upstreamWaits else { return .forward }
-        guard let tag = currentClientTag, IMAPTag.isValid(tag) else {
+        guard let tag = currentClientTag, IMAPTag.isValid(tag), let last = inFlight.indices.last,
+              inFlight[last].tag == tag
+        else {
             return .refuse(hint: "A command announcing a literal needs a valid tag")
         }
         awaitedLiteral = AwaitedLiteral(tag: tag, clientWaits: literal.isSynchronizing)
+        if inFlight[last].expects != .proxyParts { inFlight[last].expects = .clientLiteral }
         return .forward
     }
 
     /// The proxy answered the current command itself (a rule refused it).
     mutating func commandAnsweredByProxy() {
-        commandsInFlight = max(0, commandsInFlight - 1)
+        guard let tag = currentClientTag, let last = inFlight.indices.last, inFlight[last].tag == tag else { return }
+        inFlight.removeLast()
     }
 
     /// A rewritten command went upstream up to its first synchronizing
     /// literal; `parts` follow, one per `+`.
     mutating func holdParts(_ parts: [ByteBuffer], tag: String) {
-        guard !parts.isEmpty else { return }
+        guard !parts.isEmpty, let last = inFlight.indices.last, inFlight[last].tag == tag else { return }
         heldParts = parts
         heldPartsTag = tag
+        inFlight[last].expects = .proxyParts
     }
 
     // MARK: - Upstream side
@@ -131,53 +165,68 @@ struct RelayStateMachine {
     /// (or instead of) relaying the line.
     mutating func upstreamFrameStarted(kind: FrameKind, tag: String?, isBye: Bool) -> [Action] {
         if kind == .untaggedResponse, isBye { upstreamSaidBye = true }
-        if kind == .taggedResponse {
-            commandsInFlight = max(0, commandsInFlight - 1)
-            if let tag, let index = idleTags.firstIndex(of: tag) { idleTags.remove(at: index) }
-        }
-        // The server answers in order: an IDLE sent before any literal that
-        // waits gets its "+" first, and it is only IDLE's.
-        if kind == .continuationRequest, !idleTags.isEmpty {
-            idleTags.removeFirst()
+        switch kind {
+        case .taggedResponse:
+            guard let tag else { return [] }
+            return commandAnswered(tag: tag)
+        case .continuationRequest:
+            return continuationRequested()
+        default:
             return []
         }
+    }
+
+    /// The oldest command with `tag` is answered (tags may repeat; answers
+    /// come in order).
+    private mutating func commandAnswered(tag: String) -> [Action] {
+        guard let index = inFlight.firstIndex(where: { $0.tag == tag }) else { return [] }
+        let wasFull = inFlight.count >= maxCommandsInFlight
+        let command = index == inFlight.startIndex ? inFlight.removeFirst() : inFlight.remove(at: index)
         var actions: [Action] = []
-        if !heldParts.isEmpty {
-            if kind == .continuationRequest {
-                // The "+" is for the proxy's own part, not the client.
-                actions.append(.sendToUpstream(heldParts.removeFirst()))
-                actions.append(.consumeLine)
-                if heldParts.isEmpty {
-                    heldPartsTag = nil
-                    if awaitedLiteral == nil { actions.append(.resumeClient) }
-                }
-                return actions
-            }
-            if kind == .taggedResponse, tag == heldPartsTag {
-                heldParts = []  // refused before the rest was sent
-                heldPartsTag = nil
-                if let awaited = awaitedLiteral, awaited.tag == tag {
-                    awaitedLiteral = nil
-                    actions.append(awaited.clientWaits ? .abandonClientLiteral : .dropClientLiteral)
-                }
-                actions.append(.resumeClient)
-                return actions
-            }
-        }
-        if let awaited = awaitedLiteral {
-            if kind == .continuationRequest {
-                awaitedLiteral = nil
-                // A "+" the client did not ask for is the proxy's.
-                if !awaited.clientWaits { actions.append(.consumeLine) }
-                actions.append(.resumeClient)
-            } else if kind == .taggedResponse, tag == awaited.tag {
+        switch command.expects {
+        case .proxyParts, .clientLiteral:
+            // Refused before the rest was sent / before its literal.
+            heldParts = []
+            heldPartsTag = nil
+            if let awaited = awaitedLiteral, awaited.tag == tag {
                 awaitedLiteral = nil
                 actions.append(awaited.clientWaits ? .abandonClientLiteral : .dropClientLiteral)
-                actions.append(.resumeClient)
             }
-        } else if kind == .taggedResponse, commandsInFlight == maxCommandsInFlight - 1 {
-            actions.append(.resumeClient)  // back under the in-flight limit
+            actions.append(.resumeClient)
+        case .answer, .idleContinuation:
+            if wasFull { actions.append(.resumeClient) }  // back under the in-flight limit
         }
         return actions
+    }
+
+    /// A `+`: the oldest unanswered command's, or nobody's.
+    private mutating func continuationRequested() -> [Action] {
+        guard let oldest = inFlight.indices.first else { return [.strayContinuation] }
+        switch inFlight[oldest].expects {
+        case .idleContinuation:
+            inFlight[oldest].expects = .answer
+            return []  // relayed to the client, which waits for it
+        case .proxyParts:
+            guard !heldParts.isEmpty else { return [.strayContinuation] }
+            var actions: [Action] = [.sendToUpstream(heldParts.removeFirst()), .consumeLine]
+            if heldParts.isEmpty {
+                heldPartsTag = nil
+                if awaitedLiteral?.tag == inFlight[oldest].tag {
+                    inFlight[oldest].expects = .clientLiteral
+                } else {
+                    inFlight[oldest].expects = .answer
+                    actions.append(.resumeClient)
+                }
+            }
+            return actions
+        case .clientLiteral:
+            inFlight[oldest].expects = .answer
+            let clientWaits = awaitedLiteral?.clientWaits ?? true
+            awaitedLiteral = nil
+            // A "+" the client did not ask for is the proxy's.
+            return clientWaits ? [.resumeClient] : [.consumeLine, .resumeClient]
+        case .answer:
+            return [.strayContinuation]
+        }
     }
 }

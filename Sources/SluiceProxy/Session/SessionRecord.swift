@@ -23,6 +23,8 @@ enum EndReason: Equatable, Sendable {
     case upstreamError(String)
     case upstreamFramingError(hint: String)
     case upstreamResponseTooLarge
+    /// The server sent `+` for nothing the proxy relayed.
+    case strayContinuation
     case shutdown
     case shutdownGraceOver
 
@@ -45,6 +47,7 @@ enum EndReason: Equatable, Sendable {
         case .upstreamError: return "upstream_error"
         case .upstreamFramingError: return "upstream_framing_error"
         case .upstreamResponseTooLarge: return "upstream_response_too_large"
+        case .strayContinuation: return "stray_continuation"
         case .shutdown: return "shutdown"
         case .shutdownGraceOver: return "shutdown_grace_over"
         }
@@ -69,6 +72,7 @@ enum EndReason: Equatable, Sendable {
         case .upstreamError(let detail): return "upstream error: \(detail)"
         case .upstreamFramingError(let hint): return "upstream framing error: \(hint)"
         case .upstreamResponseTooLarge: return "upstream response too large for the rules"
+        case .strayContinuation: return "server asked for data the proxy did not see"
         case .shutdown: return "server shutting down"
         case .shutdownGraceOver: return "server shut down (grace period over)"
         }

@@ -25,6 +25,34 @@ enum SynchronizingLiterals {
         return result
     }
 
+    /// Whether `segment` has something a server would read as a literal
+    /// announcement before its end: `{` digits (`+` or `-`) `}` anywhere but
+    /// at the end of the line. Quoted strings are not told apart (a name
+    /// like `"a{5}b"` is refused too, when rules apply): the point is to
+    /// refuse whatever a server could read differently.
+    static func announcesLiteralInside(_ segment: ByteBuffer) -> Bool {
+        let view = segment.readableBytesView
+        var end = view.endIndex
+        if end > view.startIndex, view[end - 1] == UInt8(ascii: "\n") { end -= 1 }
+        if end > view.startIndex, view[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+        var index = view.startIndex
+        while index < end {
+            guard view[index] == UInt8(ascii: "{") else {
+                index += 1
+                continue
+            }
+            var cursor = index + 1
+            let digitsStart = cursor
+            while cursor < end, view[cursor] >= UInt8(ascii: "0"), view[cursor] <= UInt8(ascii: "9") { cursor += 1 }
+            if cursor > digitsStart, cursor < end {
+                if view[cursor] == UInt8(ascii: "+") || view[cursor] == UInt8(ascii: "-") { cursor += 1 }
+                if cursor < end, view[cursor] == UInt8(ascii: "}"), cursor + 1 < end { return true }
+            }
+            index += 1
+        }
+        return false
+    }
+
     /// Whether `frame` from segment `start` on announces a `{n+}` literal
     /// (collected or streamed as `streamed`).
     static func hasNonSynchronizing(_ frame: CollectedFrame, from start: Int = 0) -> Bool {
