@@ -54,5 +54,6 @@ struct AuditLogTests {
         #expect(throws: RuleError.self) { try log.reopen() }
         log.write("to the unlinked file, not lost to a crash")
         log.flush()
+        #expect(log.droppedLines == 0)
     }
 }

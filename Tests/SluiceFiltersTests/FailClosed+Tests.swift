@@ -149,6 +149,22 @@ struct FailClosedTests {
         guard case .forwardOriginal = engine.process(command: firstPart, streamedLiteral: firstPart.literals.last?.header)
         else { Issue.record("SELECT refused"); return }
         #expect(try answer(engine, "g FETCH 1 BODY[]\r\n") == "g NO [NOPERM] Not allowed here.\r\n")
+        // Still so once the server confirmed it.
+        _ = engine.process(response: try frame("b OK [READ-WRITE] done\r\n", peer: .server))
+        #expect(try answer(engine, "h FETCH 1 BODY[]\r\n") == "h NO [NOPERM] Not allowed here.\r\n")
+        // A SELECT the server answers BAD was not run: the unreadable mailbox stays the worst case.
+        #expect(try answer(engine, "i SELECT ()\r\n") == nil)
+        _ = engine.process(response: try frame("i BAD Invalid arguments\r\n", peer: .server))
+        #expect(try answer(engine, "j FETCH 1 BODY[]\r\n") == "j NO [NOPERM] Not allowed here.\r\n")
+    }
+
+    @Test("REPLACE names its target mailbox and may CATENATE: both are checked")
+    func replace() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret*")])])
+        #expect(try answer(engine, "a REPLACE 1 Secret {5+}\r\nhello\r\n") == "a NO [NONEXISTENT] Mailbox does not exist.\r\n")
+        #expect(try answer(engine, "b REPLACE 1 Public CATENATE (URL \"/Secret/;UID=1\")\r\n")
+            == "b NO [NONEXISTENT] Mailbox does not exist.\r\n")
+        #expect(try answer(engine, "c REPLACE 1 Public {5+}\r\nhello\r\n") == nil)
     }
 
     @Test("RENAME of a parent is refused when a hidden or protected name lies under it")

@@ -51,5 +51,7 @@ struct ConnectionLimitsTests {
         let now = NIODeadline.now()
         for index in 0..<(LoginPenalty.maxAddresses + 10) { _ = penalty.failed(ip: "ip\(index)", now: now) }
         #expect(penalty.failed(ip: "ip0", now: now) == .milliseconds(1), "the oldest entries were dropped")
+        #expect(LoginPenalty(baseDelay: .seconds(Int64.max / 1_000_000_000), maximum: .seconds(15))
+            .failed(ip: "x", now: now) >= .seconds(15), "an overflowing delay is the ceiling, not the base")
     }
 }

@@ -265,6 +265,8 @@ rules:
   - deny: [FETCH, COPY, MOVE, STORE, EXPUNGE, SEARCH]
     mailboxes: ["Secret*"]
     users: ["u-reads"]
+  - audit: { commands: [IDLE], file: "audit-idle.log" }
+    users: ["u-audit"]
 """
 
 
@@ -1397,6 +1399,35 @@ def red_team_two_tests():
             assert message_count("Doomed") == 0, "a message of Secret was copied out through CATENATE"
             assert_serving(sluice)
     check("red team 2 #5: deny reads in Secret*: CATENATE from Secret is refused, nothing copied", catenate_read)
+
+    def refused_literal_then_command():
+        # A selected command whose large literal the server refuses: the next command is a
+        # command of its own, judged by the rules, not more arguments of the refused one.
+        fresh_mailbox("Secret", b"TOPSECRET")
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-hide")
+            c.sock.sendall(b"a APPEND NoSuchBox {100000}\r\n")
+            reply = read_until(c.sock, rb"(a (OK|NO|BAD)|\+)[^\r\n]*\r\n")
+            assert reply.startswith(b"a NO"), f"expected the server to refuse the APPEND: {reply!r}"
+            reply = c.run("SELECT Secret")
+            c.close()
+            assert b"NONEXISTENT" in reply, f"SELECT Secret after a refused APPEND: {reply!r}"
+            assert_serving(sluice)
+    check("review: a command after a refused streamed literal is judged as a command (hide Secret*)",
+          refused_literal_then_command)
+
+    def idle_selected_by_audit():
+        with rules_proxy() as sluice:
+            c = as_user(sluice, "u-audit")
+            c.sock.sendall(b"i IDLE\r\n")
+            read_until(c.sock, rb"\+[^\r\n]*\r\n")
+            c.sock.sendall(b"DONE\r\n")
+            reply = c.read_tagged("i")
+            assert b"i OK" in reply, reply
+            assert b"z OK" in c.run("NOOP", tag="z")
+            c.close()
+            assert_serving(sluice)
+    check("review: IDLE selected by a rule (audit) still works", idle_selected_by_audit)
 
 
 def largest_id_test():

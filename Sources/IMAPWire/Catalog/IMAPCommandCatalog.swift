@@ -65,7 +65,7 @@ public enum IMAPCommandCatalog {
         Command("MOVE", selected, mutating: true, mailboxes: [1], capabilities: ["MOVE"], uid: true),
         Command("SORT", selected, capabilities: ["SORT"], uid: true),
         Command("THREAD", selected, capabilities: ["THREAD"], uid: true),
-        Command("REPLACE", selected, mutating: true, capabilities: ["REPLACE"], uid: true),
+        Command("REPLACE", selected, mutating: true, mailboxes: [1], capabilities: ["REPLACE"], uid: true),
         Command("GETQUOTA", loggedIn, capabilities: ["QUOTA"]),
         Command("GETQUOTAROOT", loggedIn, mailboxes: [0], capabilities: ["QUOTA"]),
         Command("SETQUOTA", loggedIn, mutating: true, capabilities: ["QUOTA"]),

@@ -166,12 +166,15 @@ public final class FilterEngine {
             var entry = InFlightCommand(tag: command.tag, name: command.name)
             if FilterEngine.trackedCommands.contains(command.baseName) || MailboxArguments.names.contains(command.baseName) {
                 entry.mailbox = MailboxArguments.first(of: command.parsed)
+                if entry.mailbox == nil, command.baseName == "SELECT" || command.baseName == "EXAMINE" {
+                    // A name the proxy could not read (a literal) selects a mailbox
+                    // every mailbox-scoped rule treats as matching (red team #6).
+                    entry.mailbox = .unreadable
+                }
             }
             context.inFlight.append(entry)
             switch command.baseName {
             case "SELECT", "EXAMINE":
-                // A name the proxy could not read (a literal) selects a mailbox
-                // every mailbox-scoped rule treats as matching (red team #6).
                 let mailbox = entry.mailbox ?? .unreadable
                 stateChangeSent(.selected(mailbox: mailbox, readOnly: command.baseName == "EXAMINE"))
             case "CLOSE", "UNSELECT":
@@ -230,9 +233,9 @@ public final class FilterEngine {
         switch command.name {
         case "SELECT", "EXAMINE", "CLOSE", "UNSELECT":
             // Answered without being tracked (unparseable): what the server
-            // did is unknown until the next state change; assume the worst
-            // case that is still consistent, no mailbox selected.
-            stateChangeAnswered(.authenticated)
+            // did is unknown; the worst case is a mailbox the rules cannot
+            // name, which every mailbox-scoped rule refuses.
+            stateChangeAnswered(.selected(mailbox: .unreadable, readOnly: false))
         default:
             break
         }
@@ -369,11 +372,15 @@ public final class FilterEngine {
             guard let command, status.tag != nil else { return }
             switch command.baseName {
             case "SELECT", "EXAMINE":
-                if status.status == .ok, let mailbox = command.mailbox {
+                switch status.status {
+                case .ok:
                     let readOnly = status.text.code?.name == "READ-ONLY" || command.baseName == "EXAMINE"
-                    stateChangeAnswered(.selected(mailbox: mailbox, readOnly: readOnly))
-                } else {
-                    stateChangeAnswered(.authenticated)  // a failed SELECT leaves no mailbox selected
+                    stateChangeAnswered(.selected(mailbox: command.mailbox ?? .unreadable, readOnly: readOnly))
+                case .no:
+                    stateChangeAnswered(.authenticated)  // a failed SELECT leaves no mailbox selected (RFC 9051 §6.3.2)
+                default:
+                    // BAD: the command was not run; whatever was selected may still be.
+                    stateChangeAnswered(context.confirmedState)
                 }
             case "CLOSE", "UNSELECT":
                 guard !command.name.hasPrefix("UID ") else { break }  // a UID form: no state change was counted

@@ -29,7 +29,7 @@ public enum MailboxArguments {
 
     /// Commands that name mailboxes inside IMAP URLs (RFC 5092): CATENATE's
     /// `URL` parts (RFC 4469), URLFETCH and GENURLAUTH (RFC 4467).
-    public static let urlCommands: Set<String> = ["APPEND", "URLFETCH", "GENURLAUTH"]
+    public static let urlCommands: Set<String> = ["APPEND", "REPLACE", "URLFETCH", "GENURLAUTH"]
 
     /// Every mailbox `command` reads or writes: its mailbox arguments and the
     /// mailboxes of the IMAP URLs it carries. `nil` when some argument where
@@ -60,8 +60,9 @@ public enum MailboxArguments {
     /// The URL arguments of `command`; a `nil` element is one that is not a string.
     static func urls(in command: ParsedCommand) -> [[UInt8]?] {
         switch command.baseName {
-        case "APPEND":
-            // APPEND mailbox [flags] [date] (literal / CATENATE (parts)) …, MULTIAPPEND repeats the message.
+        case "APPEND", "REPLACE":
+            // APPEND mailbox [flags] [date] (literal / CATENATE (parts)) …, MULTIAPPEND repeats the message;
+            // REPLACE seq mailbox [flags] [date] (literal / CATENATE (parts)) (RFC 8508).
             var result: [[UInt8]?] = []
             var index = 0
             let arguments = command.arguments

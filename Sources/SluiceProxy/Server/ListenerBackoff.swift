@@ -1,6 +1,12 @@
 import Logging
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Stops accepting for `pause` when accepting fails (no descriptors left,
 /// EMFILE/ENFILE, or no memory), and logs why at most once per
 /// `logInterval` (review F4).
@@ -36,7 +42,8 @@ final class ListenerBackoff: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard let ioError = error as? IOError else {
+        // Only running out of descriptors or memory is worth pausing for.
+        guard let ioError = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(ioError.errnoCode) else {
             context.fireErrorCaught(error)
             return
         }
@@ -62,9 +69,11 @@ final class ListenerBackoff: ChannelInboundHandler {
             suppressed += 1
             return
         }
-        var metadata: Logger.Metadata = ["listen.address": "\(listener)", "error": "\(error)"]
+        var metadata: Logger.Metadata = [
+            "listen.address": "\(listener)", "error": "\(error)", "pause.ms": "\(pause.nanoseconds / 1_000_000)",
+        ]
         if suppressed > 0 { metadata["errors.suppressed"] = "\(suppressed)" }
-        logger.error("accepting connections failed; pausing the listener for 1s", metadata: metadata)
+        logger.error("accepting connections failed; pausing the listener", metadata: metadata)
         lastLogged = now
         suppressed = 0
     }

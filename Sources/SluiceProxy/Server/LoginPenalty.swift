@@ -38,8 +38,10 @@ final class LoginPenalty: Sendable {
             failures[ip] = entry
             return entry.count
         }
-        let delay = TimeAmount.nanoseconds(baseDelay.nanoseconds.multipliedReportingOverflow(by: Int64(count)).partialValue)
-        return max(baseDelay, min(delay, max(maximum, baseDelay)))
+        let product = baseDelay.nanoseconds.multipliedReportingOverflow(by: Int64(count))
+        let ceiling = max(maximum, baseDelay)
+        if product.overflow { return ceiling }
+        return max(baseDelay, min(.nanoseconds(product.partialValue), ceiling))
     }
 
     /// A successful login clears the address's record.

@@ -218,23 +218,3 @@ final class SessionRegistry: Sendable {
     }
 }
 
-/// Answers a connection over the connection limits with `* BYE` and closes
-/// it (through TLS on an implicit-TLS listener, so the client can read why).
-final class ConnectionRefusalHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    static let bye = "* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
-
-    func channelActive(context: ChannelHandlerContext) {
-        let channel = context.channel
-        context.writeAndFlush(NIOAny(ByteBuffer(string: ConnectionRefusalHandler.bye))).whenComplete { _ in
-            channel.close(promise: nil)
-        }
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
-}
-
-@available(*, unavailable)
-extension ConnectionRefusalHandler: Sendable {}

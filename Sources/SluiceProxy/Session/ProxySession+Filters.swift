@@ -126,10 +126,6 @@ extension ProxySession {
         }
     }
 
-    /// Encodes a (rewritten) command for the upstream: literals as
-    /// LITERAL+/LITERAL- allow, original literals by reference, and a
-    /// streamed literal announced in the client's own form (so the
-    /// upstream's `+`, if any, is what the client waits for).
     /// Sends a collected command from segment `start` on, every literal
     /// announced synchronizing (`SynchronizingLiterals`): the first part now,
     /// the next ones on the upstream's `+`. Without `{n+}` literals in it the
@@ -148,6 +144,10 @@ extension ProxySession {
         }
     }
 
+    /// Encodes a (rewritten) command for the upstream: every literal
+    /// synchronizing, original literals by reference (their bytes were
+    /// collected), and a streamed literal announced last; the proxy sends
+    /// each part on the upstream's `+`.
     func sendUpstream(_ command: ParsedCommand, original: Frame, streamed: LiteralHeader?) {
         guard let upstream = upstreamChannel else { return }
         // Every literal synchronizing, even to a server with LITERAL+: the
@@ -197,6 +197,13 @@ extension ProxySession {
             if literal.size <= ProxySession.filterLiteralLimit {
                 head.literals.append(FrameLiteral(header: literal, chunks: []))
                 responseHead = head
+            } else if head.kind == .untaggedResponse,
+                      let name = head.frame.name, ["LIST", "LSUB", "STATUS"].contains(name) {
+                // A mailbox listing the rules cannot hold (a name over 64 KiB):
+                // it may name a hidden mailbox, so it does not reach the client.
+                responseHead = nil
+                swallowingUpstreamFrame = true
+                logger.notice("selected response dropped: a literal too large to check", metadata: ["imap.response": "\(name)"])
             } else {
                 responseHead = nil
                 head.write(to: clientChannel)

@@ -39,8 +39,11 @@ extension ProxySession {
                     continue
                 }
                 if continuingCommand != nil {
-                    continueCommand(segment)
-                    continue
+                    // A new command ends any continued one (its literal was refused).
+                    if segment.isFrameStart { continuingCommand = nil } else {
+                        continueCommand(segment)
+                        continue
+                    }
                 }
                 if segment.isFrameStart, segment.kind == .command, rulesMayApply,
                    !(segment.tag.map(IMAPTag.isValid) ?? false) || ProxySession.name(of: segment) == nil {
@@ -67,18 +70,20 @@ extension ProxySession {
                         continue
                     }
                 }
+                let isIdle = segment.isFrameStart && segment.kind == .command && segment.endsFrame
+                    && segment.secondWordIs("IDLE")
                 if let engine, segment.isFrameStart, segment.kind == .command, let tag = segment.tag {
                     let name = ProxySession.name(of: segment)
                     if let name, engine.wantsCommand(named: name) {
                         commandHead = CollectedFrame(kind: .command)
-                        relay.clientFrameStarted(kind: .command, tag: tag)
+                        relay.clientFrameStarted(kind: .command, tag: tag, isIdle: isIdle)
+                        clientInIdle = isIdle
                         collectCommand(segment)
                         continue
                     }
                     engine.commandPassed(tag: tag, name: name ?? "")
                 }
                 if segment.isFrameStart {
-                    let isIdle = segment.kind == .command && segment.endsFrame && segment.secondWordIs("IDLE")
                     relay.clientFrameStarted(kind: segment.kind, tag: segment.tag, isIdle: isIdle)
                     clientInIdle = isIdle
                     if segment.kind == .command, configuration.mode == .transparent, user == nil,
@@ -92,7 +97,7 @@ extension ProxySession {
                 }
                 var bytes = segment.bytes
                 var upstreamWaits = false
-                if engine != nil, let literal = segment.literal, !literal.isSynchronizing {
+                if rulesMayApply, let literal = segment.literal, !literal.isSynchronizing {
                     bytes = SynchronizingLiterals.synchronizing(bytes)
                     upstreamWaits = true
                 }
@@ -161,8 +166,12 @@ extension ProxySession {
                         switch action {
                         case .sendToUpstream(let part): upstreamChannel?.writeAndFlush(part, promise: nil)
                         case .consumeLine: consumed = true
-                        case .abandonClientLiteral: clientDecoder.framer.abandonLiteral()
-                        case .dropClientLiteral: droppingClientFrame = true
+                        case .abandonClientLiteral:
+                            clientDecoder.framer.abandonLiteral()
+                            continuingCommand = nil
+                        case .dropClientLiteral:
+                            droppingClientFrame = true
+                            continuingCommand = nil
                         case .resumeClient: clientGateOpened = true
                         case .strayContinuation:
                             guard rulesMayApply else { break }  // without rules: the client's own business
