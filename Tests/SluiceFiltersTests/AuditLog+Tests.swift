@@ -12,7 +12,7 @@ struct AuditLogTests {
         try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
     }
 
-    @Test("lines are written in order, off the caller's thread")
+    @Test("lines are written whole and in order")
     func writesInOrder() throws {
         let path = temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
