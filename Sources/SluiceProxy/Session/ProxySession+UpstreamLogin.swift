@@ -138,7 +138,7 @@ extension ProxySession {
             break
         case .send(let bytes):
             upstreamChannel?.writeAndFlush(bytes, promise: nil)
-        case .sendThenStartTLS:
+        case .startTLS:
             guard let channel = upstreamChannel, let context = currentUpstream?.tlsContext else {
                 loginFailed(response: ProxySession.unavailable, reason: "no TLS context for upstream")
                 return

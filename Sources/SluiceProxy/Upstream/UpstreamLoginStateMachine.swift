@@ -14,8 +14,9 @@ import NIOCore
 struct UpstreamLoginStateMachine {
     enum Action {
         case send(ByteBuffer)
-        /// Send this, then start TLS on the upstream connection.
-        case sendThenStartTLS(ByteBuffer)
+        /// The server accepted STARTTLS: start TLS on the upstream connection
+        /// (whatever it sent in plaintext after its OK is discarded).
+        case startTLS
         /// Logged in; `delimiter` when it was asked for (and the server has one).
         case succeeded(capabilities: [String], delimiter: UInt8?)
         /// Login failed: the tagged response for the client (`NO [code] text`).
@@ -87,7 +88,7 @@ struct UpstreamLoginStateMachine {
             }
             state = .tlsHandshake
             capabilities = []  // RFC 3501 §6.2.1: forget what was learned before TLS
-            return .sendThenStartTLS(ByteBuffer())
+            return .startTLS
         case .tlsHandshake:
             return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream sent data before the TLS handshake")
         case .capability, .postLoginCapability:
