@@ -208,6 +208,30 @@ struct FailClosedTests {
         }
     }
 
+    @Test("hide: XLIST lines are filtered like LIST; held lines are released past the byte budget")
+    func xlistAndHeldBudget() throws {
+        let engine = try engine([HideMailboxesFilter(patterns: [Glob("Secret*")])])
+        #expect(try answer(engine, "x XLIST \"\" *\r\n") == nil)
+        _ = engine.process(response: try frame("* XLIST () \".\" Secret\r\n", peer: .server))
+        _ = engine.process(response: try frame("* XLIST () \".\" Public\r\n", peer: .server))
+        guard case .forwardRewritten(let bytes) = engine.process(response: try frame("x OK done\r\n", peer: .server)) else {
+            Issue.record("XLIST not released at its reply"); return
+        }
+        #expect(String(buffer: bytes) == "* XLIST () \".\" Public\r\nx OK done\r\n")
+
+        #expect(try answer(engine, "l LIST \"\" *\r\n") == nil)
+        let name = String(repeating: "A", count: 60_000)
+        var released = false
+        for index in 0..<100 {
+            let line = "* LIST () \".\" \"\(name)\(index)\"\r\n"
+            if case .forwardRewritten = engine.process(response: try frame(line, peer: .server)) {
+                released = true
+                break
+            }
+        }
+        #expect(released, "over 4 MiB of held LIST lines are released, not kept")
+    }
+
     @Test("the in-flight queue drains 10,000 commands answered in order")
     func inFlightQueue() throws {
         let engine = try engine([DenyCommandsFilter(names: ["DELETE"])])

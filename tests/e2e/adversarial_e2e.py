@@ -1339,6 +1339,25 @@ def red_team_tests():
     check("red team 3: transparent mode: commands pipelined behind LOGIN, and a LOGIN with a 70-byte tag, "
           "do not escape the rules", transparent_pipelined)
 
+    def transparent_reused_tag():
+        # 'a NOOP' then 'a LOGIN nobody x': the NOOP's 'a OK' must not count as the login's answer.
+        fresh_mailbox("Doomed")
+        path, port = config("transparent-deny", f'mode: transparent\nupstream: {{ address: "{HOST}:{PORT}" }}\n'
+                                                'rules: [ { deny: [DELETE], users: [alice] } ]')
+        with Sluice(config=path, port=port) as sluice:
+            s = connect(port)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a NOOP\r\na LOGIN nobody x\r\n")
+            read_until(s, rb"a (NO|BAD)[^\r\n]*\r\n")
+            s.sendall(f"b LOGIN alice {ALICE}\r\nc DELETE Doomed\r\n".encode())
+            reply = read_until(s, rb"c (OK|NO|BAD)[^\r\n]*\r\n")
+            s.close()
+            assert b"c OK" not in reply, f"DELETE ran after a login behind a reused tag: {reply!r}"
+            assert b"Doomed" in mailboxes(), "Doomed was deleted"
+            assert sluice.process.poll() is None
+    check("red team 3 #1: transparent mode: a reused tag before LOGIN does not choose the wrong user's rules",
+          transparent_reused_tag)
+
 
 def red_team_two_tests():
     def stray_continuation():

@@ -152,12 +152,16 @@ public struct HideMailboxesFilter: Filter {
 
     public var commands: CommandSelection { .named(MailboxArguments.names.union(MailboxArguments.urlCommands)) }
     public var responses: ResponseSelection {
-        ResponseSelection(untagged: ["LIST", "LSUB", "STATUS"], taggedFor: .named(["LIST", "LSUB"]))
+        ResponseSelection(untagged: ["LIST", "LSUB", "XLIST", "STATUS"], taggedFor: .named(["LIST", "LSUB", "XLIST"]))
     }
 
     /// LIST/LSUB responses held for the current LIST command.
     final class Held {
         var responses: [(response: ServerResponse, list: ListResponse, hidden: Bool)] = []
+        /// Bytes of the held responses: past `IMAPLimits.maxCollectedBytes`
+        /// they are released (hiding applied, `\HasChildren` left as sent),
+        /// so a server that never ends its LIST cannot grow memory.
+        var bytes = 0
     }
 
     /// Whether `mailbox` is hidden: compared with INBOX's hierarchy in
@@ -213,7 +217,8 @@ public struct HideMailboxesFilter: Filter {
             return isHidden(list.mailbox, context: context) ? .drop : next(response, context)
         }
         held.responses.append((response, list, isHidden(list.mailbox, context: context)))
-        if held.responses.count >= HideMailboxesFilter.maxHeld {
+        held.bytes += response.original.length
+        if held.responses.count >= HideMailboxesFilter.maxHeld || held.bytes >= IMAPLimits.maxCollectedBytes {
             return .sequence(release(held, next: next, context: context))
         }
         return .sequence([])
@@ -222,6 +227,7 @@ public struct HideMailboxesFilter: Filter {
     private func release(_ held: Held, next: ResponseNext, context: FilterContext) -> [ResponseOutcome] {
         let entries = held.responses
         held.responses = []
+        held.bytes = 0
         let visible = entries.filter { !$0.hidden }
         return visible.map { entry in
             var response = entry.response

@@ -33,8 +33,9 @@ extension ProxySession {
     /// upstream said one.
     func upstreamEnded(reason: EndReason) {
         record.endReason = reason
+        // A response cut short is ended visibly even after the server's own BYE.
+        endUpstreamFrameForBye()
         if !relay.upstreamSaidBye {
-            endUpstreamFrameForBye()
             localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
         }
         // The session ends (and leaves the registry) when the client's

@@ -60,11 +60,13 @@ extension ProxySession {
                     return
                 }
                 if segment.isFrameStart { clientInIdle = false }
+                if segment.isFrameStart, segment.kind == .command, let tag = segment.tag, segment.secondWordIs("COMPRESS") {
+                    // In any form (a literal argument too): the stream must stay readable.
+                    queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
+                    dropRestOfClientFrame(segment)
+                    continue
+                }
                 if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
-                    if segment.secondWordIs("COMPRESS") {
-                        queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
-                        continue
-                    }
                     if configuration.mode == .transparent, segment.secondWordIs("STARTTLS") {
                         queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
                         continue
@@ -90,7 +92,8 @@ extension ProxySession {
                        !noteTransparentLogin(segment) {
                         relay.commandAnsweredByProxy()
                         queueLocalResponse(ByteBuffer(string: "\(segment.tag ?? "*") NO [CANNOT] With this proxy's rules, "
-                            + "log in with LOGIN on one line or AUTHENTICATE PLAIN with an initial response.\r\n"))
+                            + "log in with LOGIN on one line or AUTHENTICATE PLAIN with an initial response, "
+                            + "once earlier commands are answered.\r\n"))
                         dropRestOfClientFrame(segment)
                         continue
                     }

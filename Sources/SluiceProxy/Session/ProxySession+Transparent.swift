@@ -16,8 +16,12 @@ extension ProxySession {
     /// commands pipelined behind it must not pass before).
     func noteTransparentLogin(_ segment: LineSegment) -> Bool {
         guard segment.secondWordIs("LOGIN") || segment.secondWordIs("AUTHENTICATE") else { return true }
-        transparentLoginTag = segment.tag
         let rules = !configuration.filters.isEmpty
+        // With rules, the login must be the only command in flight: its
+        // answer is matched by tag, and an earlier command with the same tag
+        // would answer for it (red team 3: 'a NOOP', 'a LOGIN nobody x').
+        if rules, relay.commandsInFlight > 1 { return false }
+        transparentLoginTag = segment.tag
         guard segment.endsFrame else { return !rules }
         let frame = Frame(kind: .command, segments: [segment.bytes], literals: [], offset: 0,
                           length: segment.bytes.readableBytes)

@@ -219,7 +219,11 @@ struct UpstreamLoginStateMachine {
         if let responseCode = status.text.code {
             code = "[\(responseCode.name)" + (responseCode.rawArguments.isEmpty ? "" : " " + String(decoding: responseCode.rawArguments, as: UTF8.self)) + "] "
         }
-        let text = String(decoding: status.text.text, as: UTF8.self)
+        // The server's words go to the client on one line: printable ASCII
+        // only, and no trailing literal announcement the client would obey.
+        var text = String(decoding: status.text.text.filter { $0 >= 0x20 && $0 < 0x7F }, as: UTF8.self)
+        if let brace = text.lastIndex(of: "{"), text.hasSuffix("}") { text = String(text[..<brace]) }
+        code = String(code.filter { $0.isASCII && !$0.isNewline && $0 != "{" })
         return "NO \(code)\(text.isEmpty ? "Authentication failed." : text)"
     }
 }

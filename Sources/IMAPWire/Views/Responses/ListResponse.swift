@@ -16,7 +16,8 @@ public struct ListResponse: Hashable, Sendable {
     public var extendedData: [IMAPToken]
 
     public init?(_ data: DataResponse) {
-        guard data.name == "LIST" || data.name == "LSUB", data.number == nil, data.arguments.count >= 3,
+        guard data.name == "LIST" || data.name == "LSUB" || data.name == "XLIST", data.number == nil,
+              data.arguments.count >= 3,
               let attributes = data.arguments[0].list?.atoms,
               let name = data.arguments[2].stringBytes
         else { return nil }
