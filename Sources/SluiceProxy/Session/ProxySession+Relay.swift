@@ -60,17 +60,16 @@ extension ProxySession {
                     return
                 }
                 if segment.isFrameStart { clientInIdle = false }
-                if segment.isFrameStart, segment.kind == .command, let tag = segment.tag, segment.secondWordIs("COMPRESS") {
+                if segment.isFrameStart, segment.kind == .command, segment.secondWordIs("COMPRESS"), let tag = segment.tag {
                     // In any form (a literal argument too): the stream must stay readable.
                     queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
                     dropRestOfClientFrame(segment)
                     continue
                 }
-                if segment.isFrameStart, segment.kind == .command, segment.endsFrame, let tag = segment.tag {
-                    if configuration.mode == .transparent, segment.secondWordIs("STARTTLS") {
-                        queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
-                        continue
-                    }
+                if configuration.mode == .transparent, segment.isFrameStart, segment.kind == .command, segment.endsFrame,
+                   segment.secondWordIs("STARTTLS"), let tag = segment.tag {
+                    queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
+                    continue
                 }
                 let isIdle = segment.isFrameStart && segment.kind == .command && segment.endsFrame
                     && segment.secondWordIs("IDLE")
@@ -165,7 +164,9 @@ extension ProxySession {
                     }
                     let isBye = segment.kind == .untaggedResponse && segment.secondWordIs("BYE")
                     var consumed = false
-                    for action in relay.upstreamFrameStarted(kind: segment.kind, tag: segment.tag, isBye: isBye) {
+                    // Only a tagged line's tag matters (and building it costs a String).
+                    let tag = segment.kind == .taggedResponse ? segment.tag : nil
+                    for action in relay.upstreamFrameStarted(kind: segment.kind, tag: tag, isBye: isBye) {
                         switch action {
                         case .sendToUpstream(let part): upstreamChannel?.writeAndFlush(part, promise: nil)
                         case .consumeLine: consumed = true
