@@ -45,6 +45,15 @@ struct ConnectionLimitsTests {
         #expect(penalty.failed(ip: "10.0.0.1", now: start + .minutes(6)) == .seconds(1))
     }
 
+    @Test("penalties count per IPv4 address and per IPv6 /64; IPv4-mapped IPv6 is its IPv4 address")
+    func penaltyKeys() throws {
+        func key(_ ip: String) throws -> String? { LoginPenalty.key(for: try SocketAddress(ipAddress: ip, port: 143)) }
+        #expect(try key("192.0.2.7") == "192.0.2.7")
+        #expect(try key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9"))
+        #expect(try key("2001:db8:1:2::1") != key("2001:db8:1:3::1"))
+        #expect(try key("::ffff:192.0.2.7") == "192.0.2.7")
+    }
+
     @Test("the address map stays bounded")
     func penaltyBounded() {
         let penalty = LoginPenalty(baseDelay: .milliseconds(1), maximum: .seconds(1))

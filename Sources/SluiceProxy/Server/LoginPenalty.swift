@@ -44,6 +44,27 @@ final class LoginPenalty: Sendable {
         return max(baseDelay, min(.nanoseconds(product.partialValue), ceiling))
     }
 
+    /// The key failures are counted under: an IPv4 address, or the /64 of an
+    /// IPv6 address (one host usually has a whole /64, so counting single
+    /// IPv6 addresses would let it start afresh with every login, and fill
+    /// the table). IPv4-mapped IPv6 addresses count as their IPv4 address.
+    static func key(for address: SocketAddress?) -> String? {
+        guard let address else { return nil }
+        switch address {
+        case .v4:
+            return address.ipAddress
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            guard bytes.count == 16 else { return address.ipAddress }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+                return bytes[12...].map(String.init).joined(separator: ".")
+            }
+            return bytes[0..<8].map { String($0, radix: 16) }.joined(separator: ":") + "::/64"
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+
     /// A successful login clears the address's record.
     func succeeded(ip: String?) {
         guard let ip else { return }

@@ -162,7 +162,7 @@ extension ProxySession {
         upstreamLoginDeadline?.cancel()
         upstreamLoginDeadline = nil
         loginCompleted()
-        penalty.succeeded(ip: clientChannel.remoteAddress?.ipAddress)
+        penalty.succeeded(ip: LoginPenalty.key(for: clientChannel.remoteAddress))
         phase = .relay
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
@@ -208,7 +208,7 @@ extension ProxySession {
         upstreamBuffer.clear()
         upstreamDecoder = ProxySession.upstreamLoginDecoder()
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        let delay = penalty.failed(ip: clientChannel.remoteAddress?.ipAddress)
+        let delay = penalty.failed(ip: LoginPenalty.key(for: clientChannel.remoteAddress))
         clientChannel.eventLoop.scheduleTask(in: delay) {
             let session = bound.value
             guard session.phase == .loginFailed else { return }
