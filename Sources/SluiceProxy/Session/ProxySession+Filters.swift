@@ -176,8 +176,9 @@ extension ProxySession {
     }
 
     /// Adds a line of the response being collected. A literal too large to
-    /// collect (a message body) ends filtering for this response: what was
-    /// collected goes out as it was, and the rest streams.
+    /// collect ends filtering for this response: a mailbox listing (LIST,
+    /// LSUB, STATUS) is dropped, since it may name a hidden mailbox; any
+    /// other (a message body) goes out as it was and the rest streams.
     func collectResponse(_ segment: LineSegment) {
         guard var head = responseHead else { return }
         head.append(segment: segment.bytes)
