@@ -91,6 +91,12 @@ public struct IMAPLimits: Hashable, Sendable {
     /// hold 64 MiB).
     public static let maxCollectedBytes = 4 * 1024 * 1024
 
+    /// Most bytes of an untagged server line a streaming framer holds
+    /// (`IMAPFramer.streamsLongLines`): a longer line (a `* SEARCH` of a large
+    /// mailbox, a hostile upstream's 16 MiB line) goes on in pieces of about
+    /// this size, so a session holds this much of it, not all of it.
+    public static let streamedLinePiece = 64 * 1024
+
     /// The largest literal size any IMAP peer may announce: RFC 3501 `number`
     /// is a 32-bit unsigned integer.
     public static let absoluteMaxLiteralSize = UInt64(UInt32.max)

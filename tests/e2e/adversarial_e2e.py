@@ -831,6 +831,69 @@ def upstream_garbage_tests():
 
 
 # ---------------------------------------------------------------------------
+# B.4: an untagged line longer than a piece is streamed, not held whole.
+
+LONG_LINE_MESSAGES = 14000  # `* SEARCH 1 … 14000` is about 74 KB
+
+
+def long_line_tests():
+    def dovecot_search():
+        c = direct()
+        c.run('DELETE "Many"')
+        assert re.search(rb"t\d+ OK", c.run('CREATE "Many"'))
+        body = message(b"one of many")
+        parts = [b'APPEND "Many"']
+        for _ in range(LONG_LINE_MESSAGES):
+            parts.append(b" {%d+}\r\n" % len(body) + body)
+        reply = c.run(b"".join(parts))  # one MULTIAPPEND (RFC 3502)
+        assert re.search(rb"t\d+ OK", last_line(reply)), reply[-200:]
+        expected = re.search(rb"\* SEARCH [^\r\n]*\r\n", c.run("EXAMINE Many") + c.run("SEARCH ALL")).group(0)
+        c.close()
+        assert len(expected) > 70000, f"control: the SEARCH line is {len(expected)} bytes, not longer than a piece"
+        try:
+            with rules_proxy() as sluice:
+                for user in ["alice", "u-hide", "u-reads"]:
+                    client = as_user(sluice, user)
+                    client.run("EXAMINE Many")
+                    got = re.search(rb"\* SEARCH [^\r\n]*\r\n", client.run("SEARCH ALL"))
+                    client.close()
+                    assert got and got.group(0) == expected, \
+                        f"{user}: the SEARCH line differs ({len(got.group(0)) if got else 0} of {len(expected)} bytes)"
+                assert_serving(sluice)
+        finally:
+            delete_mailbox("Many")
+    check(f"B.4: a {LONG_LINE_MESSAGES}-number * SEARCH line from Dovecot arrives whole and unchanged, "
+          "without rules, under hide and under a mailbox-scoped deny", dovecot_search)
+
+    def streamed_not_held():
+        size = 12 << 20
+        numbers = b" ".join(b"%d" % n for n in range(1, 2_000_000))[:size].rsplit(b" ", 1)[0]
+        line = b"* SEARCH " + numbers + b"\r\n"
+
+        def hook(conn, tag, verb, line_in, session):
+            if session["logged_in"] and verb == b"SEARCH":
+                for start in range(0, len(line), 65536):
+                    conn.sendall(line[start:start + 65536])
+                conn.sendall(tag + b" OK Search done\r\n")
+                return True
+            return False
+        with FakeUpstream(hook) as fake, \
+                proxy("longline", f'upstream: {{ address: "{fake.address}" }}\n'
+                                  f'rules:\n  - hide_mailboxes: ["Secret*"]\n') as sluice:
+            client = Client(sluice.port, "alice", "pw")
+            sampler = RssSampler(sluice)
+            reply = client.run("SEARCH ALL")
+            growth = sampler.stop()
+            client.close()
+            print(f"    a {len(line) / 1e6:.1f} MB line through the proxy: RSS +{growth:.1f} MB", flush=True)
+            assert reply.startswith(line), f"the line arrived changed ({len(reply)} bytes)"
+            assert growth < 6, f"proxy RSS grew by {growth:.1f} MB for one {len(line) >> 20} MB line"
+            assert_serving(sluice, "alice", "pw")
+    check("B.4: a 12 MB * SEARCH line from the upstream reaches the client unchanged; proxy RSS grows < 6 MB",
+          streamed_not_held)
+
+
+# ---------------------------------------------------------------------------
 # F5/F6: an upstream that stalls the login.
 
 def upstream_login_tests():
@@ -1483,7 +1546,8 @@ def main():
     for name, group in [("tokenizer", tokenizer_tests), ("fail closed", fail_closed_tests),
                         ("smuggling", smuggling_tests), ("mailbox rules", mailbox_rule_tests),
                         ("non-reading clients", non_reading_client_tests),
-                        ("upstream garbage", upstream_garbage_tests), ("upstream login", upstream_login_tests),
+                        ("upstream garbage", upstream_garbage_tests), ("long lines", long_line_tests),
+                        ("upstream login", upstream_login_tests),
                         ("login deadline", login_deadline_tests), ("connection limits", connection_limit_tests),
                         ("TLS", tls_tests), ("transparent", transparent_rules_test), ("ID", largest_id_test),
                         ("red team", red_team_tests), ("red team 2", red_team_two_tests)]:

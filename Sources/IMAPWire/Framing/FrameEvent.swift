@@ -59,8 +59,13 @@ public struct LineSegment: Sendable {
     public var kind: FrameKind
     /// Whether this segment starts a new frame.
     public var isFrameStart: Bool
-    /// The literal announced at the end of this segment; `nil` when the segment ends the frame.
+    /// The literal announced at the end of this segment; `nil` when the
+    /// segment ends the frame or `continuesLine`.
     public var literal: LiteralHeader?
+    /// The line goes on in the next segment: a long untagged server line
+    /// streamed in pieces (`IMAPFramer.streamsLongLines`). Such a piece never
+    /// ends inside the word a literal announcement could be in.
+    public var continuesLine: Bool = false
     /// Offsets (in `bytes`) of the first and second space: for a frame's first
     /// segment, the tag is `0..<firstSpace` and the next word (command name,
     /// status, or message number) `firstSpace+1..<secondSpace` — found during
@@ -69,7 +74,7 @@ public struct LineSegment: Sendable {
     public var secondSpace: Int?
 
     /// Whether this segment is the last of its frame.
-    public var endsFrame: Bool { literal == nil }
+    public var endsFrame: Bool { literal == nil && !continuesLine }
 
     /// For a frame's first segment: its tag (the bytes before the first space).
     public var tag: String? {

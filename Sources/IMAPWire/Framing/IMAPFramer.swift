@@ -56,8 +56,16 @@ public struct IMAPFramer: Sendable {
     private var expectationAfterFrame: ClientExpectation = .command
     /// Bytes after the reader index already searched for a line feed.
     private(set) var scannedBytes = 0
+    /// Bytes of the current line already handed out as pieces (`streamsLongLines`).
+    private var lineBytesStreamed = 0
     /// Total bytes ever searched for a line feed (for tests: proves no rescans).
     private(set) var bytesSearched = 0
+
+    /// Untagged server lines longer than `IMAPLimits.streamedLinePiece` are
+    /// handed out in pieces as they arrive (`LineSegment.continuesLine`)
+    /// instead of being held until their line feed. For a relay that reads a
+    /// line's first piece to decide what to do with the rest; off by default.
+    public var streamsLongLines = false
 
     public init(peer: IMAPPeer, limits: IMAPLimits? = nil) {
         self.peer = peer
@@ -128,15 +136,20 @@ public struct IMAPFramer: Sendable {
         bytesSearched += (scan.map { $0.lineLength } ?? buffer.readableBytes) - scanFrom
         guard let scan else {
             scannedBytes = buffer.readableBytes
-            if scannedBytes > maxLine {
-                throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer), offset: streamOffset + maxLine)
+            if lineBytesStreamed + scannedBytes > maxLine {
+                throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer),
+                                       offset: streamOffset - lineBytesStreamed + maxLine)
+            }
+            if streamsLongLines, scannedBytes > IMAPLimits.streamedLinePiece {
+                return try nextLinePiece(&buffer)
             }
             return nil
         }
         scannedBytes = 0
         let lineLength = scan.lineLength
-        if lineLength > maxLine {
-            throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer), offset: streamOffset + maxLine)
+        if lineBytesStreamed + lineLength > maxLine {
+            throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer),
+                                   offset: streamOffset - lineBytesStreamed + maxLine)
         }
         if let nul = scan.nulOffset {
             throw IMAPFramingError(.nulByte, tag: openFrameTag(buffer), offset: streamOffset + nul)
@@ -151,6 +164,7 @@ public struct IMAPFramer: Sendable {
         if isFrameStart {
             classifyFrame(scan)
         }
+        lineBytesStreamed = 0
 
         var literal: LiteralHeader? = nil
         if frameMayCarryLiterals {
@@ -191,6 +205,43 @@ public struct IMAPFramer: Sendable {
         return .line(LineSegment(
             bytes: bytes, kind: frameKind, isFrameStart: isFrameStart, literal: literal,
             firstSpace: scan.firstSpace, secondSpace: scan.secondSpace))
+    }
+
+    /// The first bytes of a long untagged server line, up to where no literal
+    /// announcement can start (so the line's end is read as it would be whole),
+    /// or `nil` to wait for the line feed: another kind of frame, or a giant
+    /// last word.
+    private mutating func nextLinePiece(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> FrameEvent? {
+        let isFrameStart = !frameOpen
+        let piece: LineScan? = buffer.withUnsafeReadableBytes { bytes in
+            LineScan.piece(in: bytes, peer: peer, startsLine: lineBytesStreamed == 0)
+        }
+        guard let piece else { return nil }
+        if isFrameStart {
+            guard piece.firstByte == UInt8(ascii: "*") else { return nil }
+            classifyFrame(piece)
+        } else if frameKind != .untaggedResponse {
+            return nil
+        }
+        if let nul = piece.nulOffset {
+            throw IMAPFramingError(.nulByte, tag: openFrameTag(buffer), offset: streamOffset + nul)
+        }
+        frameTextLength += piece.lineLength
+        if frameTextLength > limits.maxFrameTextLength {
+            throw IMAPFramingError(
+                .frameTooLong(limit: limits.maxFrameTextLength), tag: openFrameTag(buffer), offset: streamOffset)
+        }
+        guard let bytes = buffer.readSlice(length: piece.lineLength) else {
+            preconditionFailure("line piece of \(piece.lineLength) bytes not readable")
+        }
+        if isFrameStart { frameFirstSegment = bytes }
+        frameOpen = true
+        streamOffset += piece.lineLength
+        lineBytesStreamed += piece.lineLength
+        scannedBytes = buffer.readableBytes
+        return .line(LineSegment(
+            bytes: bytes, kind: frameKind, isFrameStart: isFrameStart, literal: nil, continuesLine: true,
+            firstSpace: piece.firstSpace, secondSpace: piece.secondSpace))
     }
 
     /// Status responses and continuation requests end in human-readable text
@@ -240,6 +291,7 @@ public struct IMAPFramer: Sendable {
 
     private mutating func endFrame() {
         frameOpen = false
+        lineBytesStreamed = 0
         frameTextLength = 0
         frameLiteralCount = 0
         frameFirstSegment = nil

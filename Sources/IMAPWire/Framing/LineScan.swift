@@ -80,6 +80,48 @@ struct LineScan {
         return scan
     }
 
+    /// The first bytes of a line whose line feed has not arrived, as far as
+    /// they can be handed out without changing how the line's end is read:
+    /// the cut never separates the last word from a `{` it might announce a
+    /// literal with (`literalAnnouncement` reads the last word only), and the
+    /// last 32 bytes stay (a whole announcement and its CR). `nil` when no such
+    /// cut exists (one giant word holding a `{`).
+    static func piece(in bytes: UnsafeRawBufferPointer, peer: IMAPPeer, startsLine: Bool) -> LineScan? {
+        guard let base = bytes.baseAddress, bytes.count > 32 else { return nil }
+        var cut = bytes.count - 32
+        if bytes[cut - 1] == UInt8(ascii: "~") { cut -= 1 }
+        var index = cut - 1
+        while index >= 0 && bytes[index] != 0x20 && bytes[index] != UInt8(ascii: "(") {
+            if bytes[index] == UInt8(ascii: "{") {
+                // The word this `{` is in may end the line: cut before the word.
+                while index >= 0 && bytes[index] != 0x20 && bytes[index] != UInt8(ascii: "(") { index -= 1 }
+                guard index >= 0 else { return nil }
+                cut = index + 1
+                break
+            }
+            index -= 1
+        }
+        guard cut > 0 else { return nil }
+        var nulOffset: Int? = nil
+        if let nul = memchr(base, 0, cut) { nulOffset = base.distance(to: UnsafeRawPointer(nul)) }
+        var scan = LineScan(
+            lineLength: cut, nulOffset: nulOffset, firstByte: bytes[0], firstSpace: nil, secondSpace: nil,
+            isDone: false, secondWord: .other, secondWordIsStatus: false, literal: .none)
+        guard startsLine else { return scan }
+        if let space = memchr(base, 0x20, cut) {
+            let first = base.distance(to: UnsafeRawPointer(space))
+            scan.firstSpace = first
+            if first + 1 < cut, let next = memchr(base + first + 1, 0x20, cut - first - 1) {
+                scan.secondSpace = base.distance(to: UnsafeRawPointer(next))
+            }
+        }
+        if peer == .server {
+            let line = UnsafeRawBufferPointer(start: base, count: cut)
+            scan.secondWordIsStatus = secondWord(line, firstSpace: scan.firstSpace, secondSpace: scan.secondSpace).isStatus
+        }
+        return scan
+    }
+
     private static func secondWord(
         _ line: UnsafeRawBufferPointer, firstSpace: Int?, secondSpace: Int?
     ) -> (word: SecondWord, isStatus: Bool) {

@@ -13,12 +13,9 @@ struct CapabilityRewriter {
 
     /// The segment rewritten without the removed capabilities, or `nil` when
     /// it carries no capability list (the common case: one cheap byte search).
-    func rewrite(_ segment: LineSegment) -> ByteBuffer? {
-        guard segment.kind == .untaggedResponse || segment.kind == .taggedResponse,
-              CapabilityRewriter.containsCapability(segment.bytes)
-        else { return nil }
-        let frame = Frame(kind: segment.kind, segments: [segment.bytes], literals: [], offset: 0,
-                          length: segment.bytes.readableBytes)
+    func rewrite(kind: FrameKind, line: ByteBuffer) -> ByteBuffer? {
+        guard mayRewrite(kind: kind, line: line) else { return nil }
+        let frame = Frame(kind: kind, segments: [line], literals: [], offset: 0, length: line.readableBytes)
         guard let response = try? frame.response() else { return nil }
         let options = EncodingOptions(receiver: .client)
         switch response {
@@ -37,6 +34,11 @@ struct CapabilityRewriter {
         default:
             return nil
         }
+    }
+
+    /// Whether a response line (or its first piece) may carry a capability list.
+    func mayRewrite(kind: FrameKind, line: ByteBuffer) -> Bool {
+        (kind == .untaggedResponse || kind == .taggedResponse) && CapabilityRewriter.containsCapability(line)
     }
 
     func isRemoved(_ atom: String?) -> Bool {

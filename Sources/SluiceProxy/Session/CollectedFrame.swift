@@ -13,10 +13,25 @@ struct CollectedFrame {
     /// Bytes held: lines and collected literal bytes (see `IMAPLimits.maxCollectedBytes`).
     private(set) var collectedBytes = 0
 
-    mutating func append(segment: ByteBuffer) {
-        segments.append(segment)
-        collectedBytes += segment.readableBytes
+    /// The last segment is a piece of a line that goes on (`LineSegment.continuesLine`).
+    private var lineOpen = false
+
+    /// Adds a line segment; the pieces of a streamed long line become one
+    /// segment again (copied: bounded by `IMAPLimits.maxCollectedBytes`).
+    mutating func append(_ segment: LineSegment) {
+        if lineOpen, var last = segments.popLast() {
+            var bytes = segment.bytes
+            last.writeBuffer(&bytes)
+            segments.append(last)
+        } else {
+            segments.append(segment.bytes)
+        }
+        lineOpen = segment.continuesLine
+        collectedBytes += segment.bytes.readableBytes
     }
+
+    /// The collected frame's last line is complete (not waiting for more pieces).
+    var isLineComplete: Bool { !lineOpen }
 
     mutating func appendLiteralBytes(_ chunk: ByteBuffer) {
         guard !literals.isEmpty else { return }

@@ -19,7 +19,7 @@ extension ProxySession {
     /// streams from the client as it arrives.
     func collectCommand(_ segment: LineSegment) {
         guard var head = commandHead else { return }
-        head.append(segment: segment.bytes)
+        head.append(segment)
         if head.collectedBytes > IMAPLimits.maxCollectedBytes {
             // Too large for the rules to read whole: refused, never forwarded (review S10).
             commandHead = nil
@@ -82,7 +82,7 @@ extension ProxySession {
     /// this part goes on. A bare CRLF ends the command without asking.
     func continueCommand(_ segment: LineSegment) {
         guard var continuing = continuingCommand, let engine, let upstream = upstreamChannel else { return }
-        continuing.frame.append(segment: segment.bytes)
+        continuing.frame.append(segment)
         continuing.collectingLiteral = false
         if let literal = segment.literal, !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit,
            continuing.frame.collectedBytes <= IMAPLimits.maxCollectedBytes {
@@ -181,7 +181,7 @@ extension ProxySession {
     /// other (a message body) goes out as it was and the rest streams.
     func collectResponse(_ segment: LineSegment) {
         guard var head = responseHead else { return }
-        head.append(segment: segment.bytes)
+        head.append(segment)
         if head.collectedBytes > IMAPLimits.maxCollectedBytes {
             // A response the rules selected but cannot hold: the session ends
             // rather than passing it unread (review S10, DESIGN principle 5).
@@ -192,6 +192,10 @@ extension ProxySession {
             record.endReason = .upstreamResponseTooLarge
             localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server response too large for this proxy's rules.\r\n"))
             closeWhenWritten()
+            return
+        }
+        if segment.continuesLine {
+            responseHead = head  // the rest of a long line follows in pieces
             return
         }
         if let literal = segment.literal {
@@ -213,10 +217,11 @@ extension ProxySession {
             return
         }
         responseHead = nil
-        guard let engine else { return }
-        switch engine.process(response: head.frame) {
+        // Without rules, only the capability rewriter collects (a long line's pieces).
+        switch engine?.process(response: head.frame) ?? .forwardOriginal {
         case .forwardOriginal:
-            if head.segments.count == 1, let rewritten = capabilityRewriter.rewrite(segment) {
+            if head.segments.count == 1, let line = head.segments.first,
+               let rewritten = capabilityRewriter.rewrite(kind: head.kind, line: line) {
                 clientChannel.write(rewritten, promise: nil)
             } else {
                 head.write(to: clientChannel)

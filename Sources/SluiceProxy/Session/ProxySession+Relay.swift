@@ -209,7 +209,13 @@ extension ProxySession {
                     }
                     if segment.kind == .taggedResponse, let tag = segment.tag { engine.taggedResponsePassed(tag: tag) }
                 }
-                if segment.isFrameStart, segment.endsFrame, let rewritten = capabilityRewriter.rewrite(segment) {
+                if segment.isFrameStart, segment.continuesLine,
+                   capabilityRewriter.mayRewrite(kind: segment.kind, line: segment.bytes) {
+                    // A long line that may list capabilities: rewritten once whole.
+                    responseHead = CollectedFrame(kind: segment.kind)
+                    collectResponse(segment)
+                } else if segment.isFrameStart, segment.endsFrame,
+                          let rewritten = capabilityRewriter.rewrite(kind: segment.kind, line: segment.bytes) {
                     clientChannel.write(rewritten, promise: nil)
                 } else {
                     clientChannel.write(segment.bytes, promise: nil)

@@ -118,6 +118,7 @@ extension ProxySession {
         phase = .relay
         clientDecoder = IMAPFrameDecoder(peer: .client, limits: configuration.clientLimits, literalCaptureLimit: 8 * 1024)
         upstreamDecoder.framer.limits = configuration.serverLimits
+        upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
         resumeReads()
         upstreamChannel?.read()
     }
@@ -178,6 +179,7 @@ extension ProxySession {
         if case .send(let ok) = action { writeToClient(ok, flush: true) }
         clientDecoder.framer.limits = configuration.clientLimits
         upstreamDecoder.framer.limits = configuration.serverLimits
+        upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
         startInactivityTimer(configuration.idleTimeout)
         // Bytes that arrived behind the login on either side now relay.
         do {

@@ -393,9 +393,16 @@ final class ProxySession {
     }
 
     /// Lets go of a fully consumed read (an idle session holds no read
-    /// buffer); a partial line left over stays for the next read.
+    /// buffer); a partial line left over stays for the next read. Bytes
+    /// consumed in front of it are dropped once they are many: a long line
+    /// streamed in pieces always leaves a tail behind, and its buffer would
+    /// otherwise keep every piece (review B.4).
     func compact(_ buffer: inout ByteBuffer) {
-        if buffer.readableBytes == 0 { buffer = ProxySession.empty }
+        if buffer.readableBytes == 0 {
+            buffer = ProxySession.empty
+        } else if buffer.readerIndex >= IMAPLimits.streamedLinePiece {
+            buffer.discardReadBytes()
+        }
     }
 
     static let empty = ByteBuffer()
