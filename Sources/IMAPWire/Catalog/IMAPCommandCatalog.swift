@@ -9,6 +9,26 @@ public enum IMAPCommandCatalog {
         case notAuthenticated, authenticated, selected
     }
 
+    /// The shape of a command's arguments, where a typed view relies on it.
+    public enum Arguments: Hashable, Sendable {
+        /// None (`NOOP`); `UID EXPUNGE` takes a sequence set (RFC 4315).
+        case none
+        /// One mailbox name (CREATE may add RFC 4466 parameters).
+        case oneMailbox
+        case other
+    }
+
+    /// How a command's success changes the session state rules are judged in.
+    public enum SessionEffect: Hashable, Sendable {
+        case none
+        /// Selects its mailbox argument (SELECT, EXAMINE).
+        case selects
+        /// Leaves the selected state (CLOSE, UNSELECT).
+        case deselects
+        /// Enables extensions (ENABLE).
+        case enables
+    }
+
     public struct Command: Hashable, Sendable {
         /// The base name (`FETCH` for `UID FETCH`).
         public let name: String
@@ -22,15 +42,20 @@ public enum IMAPCommandCatalog {
         public let capabilities: Set<String>
         /// Has a `UID` form.
         public let hasUIDForm: Bool
+        public let arguments: Arguments
+        public let sessionEffect: SessionEffect
 
         init(_ name: String, _ states: Set<State>, mutating: Bool = false, mailboxes: [Int] = [],
-             capabilities: Set<String> = [], uid: Bool = false) {
+             capabilities: Set<String> = [], uid: Bool = false, arguments: Arguments = .other,
+             effect: SessionEffect = .none) {
             self.name = name
             self.states = states
             self.isMutating = mutating
             self.mailboxArguments = mailboxes
             self.capabilities = capabilities
             self.hasUIDForm = uid
+            self.arguments = arguments
+            self.sessionEffect = effect
         }
     }
 
@@ -40,25 +65,27 @@ public enum IMAPCommandCatalog {
 
     /// RFC 3501 / RFC 9051 and the extensions Sluice's rules know.
     public static let commands: [Command] = [
-        Command("CAPABILITY", any), Command("NOOP", any), Command("LOGOUT", any),
+        Command("CAPABILITY", any, arguments: .none), Command("NOOP", any, arguments: .none),
+        Command("LOGOUT", any, arguments: .none),
         Command("ID", any, capabilities: ["ID"]),
-        Command("STARTTLS", [.notAuthenticated]), Command("AUTHENTICATE", [.notAuthenticated]),
+        Command("STARTTLS", [.notAuthenticated], arguments: .none), Command("AUTHENTICATE", [.notAuthenticated]),
         Command("LOGIN", [.notAuthenticated]),
-        Command("ENABLE", loggedIn, capabilities: ["ENABLE"]),
-        Command("SELECT", loggedIn, mailboxes: [0]), Command("EXAMINE", loggedIn, mailboxes: [0]),
-        Command("CREATE", loggedIn, mutating: true, mailboxes: [0]),
-        Command("DELETE", loggedIn, mutating: true, mailboxes: [0]),
+        Command("ENABLE", loggedIn, capabilities: ["ENABLE"], effect: .enables),
+        Command("SELECT", loggedIn, mailboxes: [0], effect: .selects),
+        Command("EXAMINE", loggedIn, mailboxes: [0], effect: .selects),
+        Command("CREATE", loggedIn, mutating: true, mailboxes: [0], arguments: .oneMailbox),
+        Command("DELETE", loggedIn, mutating: true, mailboxes: [0], arguments: .oneMailbox),
         Command("RENAME", loggedIn, mutating: true, mailboxes: [0, 1]),
-        Command("SUBSCRIBE", loggedIn, mutating: true, mailboxes: [0]),
-        Command("UNSUBSCRIBE", loggedIn, mutating: true, mailboxes: [0]),
+        Command("SUBSCRIBE", loggedIn, mutating: true, mailboxes: [0], arguments: .oneMailbox),
+        Command("UNSUBSCRIBE", loggedIn, mutating: true, mailboxes: [0], arguments: .oneMailbox),
         Command("LIST", loggedIn), Command("LSUB", loggedIn), Command("XLIST", loggedIn),
         Command("STATUS", loggedIn, mailboxes: [0]),
         Command("APPEND", loggedIn, mutating: true, mailboxes: [0]),
-        Command("NAMESPACE", loggedIn, capabilities: ["NAMESPACE"]),
+        Command("NAMESPACE", loggedIn, capabilities: ["NAMESPACE"], arguments: .none),
         Command("IDLE", loggedIn, capabilities: ["IDLE"]),
-        Command("CHECK", selected), Command("CLOSE", selected),
-        Command("UNSELECT", selected, capabilities: ["UNSELECT"]),
-        Command("EXPUNGE", selected, mutating: true, capabilities: [], uid: true),
+        Command("CHECK", selected, arguments: .none), Command("CLOSE", selected, arguments: .none, effect: .deselects),
+        Command("UNSELECT", selected, capabilities: ["UNSELECT"], arguments: .none, effect: .deselects),
+        Command("EXPUNGE", selected, mutating: true, uid: true, arguments: .none),
         Command("SEARCH", selected, uid: true), Command("FETCH", selected, uid: true),
         Command("STORE", selected, mutating: true, uid: true),
         Command("COPY", selected, mutating: true, mailboxes: [1], uid: true),
@@ -93,6 +120,19 @@ public enum IMAPCommandCatalog {
             return base
         }
         return byName[name]
+    }
+
+    /// Names of commands that take no arguments.
+    public static let argumentlessNames: Set<String> = names { $0.arguments == .none }
+
+    /// Names of commands whose one argument is a mailbox (CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE).
+    public static let oneMailboxNames: Set<String> = names { $0.arguments == .oneMailbox }
+
+    /// Names of commands whose success changes the session state (`SessionEffect`).
+    public static let stateChangingNames: Set<String> = names { $0.sessionEffect != .none }
+
+    private static func names(where included: (Command) -> Bool) -> Set<String> {
+        Set(commands.filter(included).map(\.name))
     }
 
     /// Base names of commands that change the store.

@@ -75,9 +75,6 @@ public struct IMAPFramer: Sendable {
     /// Whether the framer is between frames (no partial frame consumed).
     public var isAtFrameBoundary: Bool { !frameOpen }
 
-    /// Whether the framer is inside a literal's bytes.
-    public var isInLiteral: Bool { literalRemaining > 0 }
-
     /// Bytes of the current literal not yet consumed (0 outside literals).
     public var literalBytesRemaining: UInt64 { literalRemaining }
 

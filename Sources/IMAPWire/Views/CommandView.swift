@@ -18,11 +18,6 @@ public enum CommandView: Hashable, Sendable {
     /// Commands without arguments whose meaning is their name alone.
     case simple(String)
 
-    /// Commands that take no arguments (RFC 3501 / 9051).
-    public static let argumentlessCommands: Set<String> = [
-        "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "NAMESPACE",
-    ]
-
     /// The view of `command`, or `nil` if it is unknown or does not match its grammar.
     public init?(_ command: ParsedCommand) {
         let view: CommandView?
@@ -42,7 +37,7 @@ public enum CommandView: Hashable, Sendable {
         case "ENABLE": view = EnableCommand(command).map(CommandView.enable)
         case "ID": view = IDCommand(command).map(CommandView.id)
         case "IDLE": view = IdleCommand(command).map(CommandView.idle)
-        case let name where CommandView.argumentlessCommands.contains(name):
+        case let name where IMAPCommandCatalog.argumentlessNames.contains(name):
             // UID EXPUNGE (RFC 4315) takes a sequence set; the others none.
             if command.isUID {
                 view = command.name == "UID EXPUNGE" && command.arguments.count == 1

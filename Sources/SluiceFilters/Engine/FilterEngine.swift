@@ -62,8 +62,11 @@ public final class FilterEngine {
     private let untaggedNames: Set<String>
     private let taggedFor: CommandSelection
 
-    /// Commands and responses the engine follows for the context's state.
-    static let trackedCommands: Set<String> = ["SELECT", "EXAMINE", "ENABLE"]
+    /// Commands the engine reads to follow the context's state (their
+    /// arguments matter); CLOSE and UNSELECT count by their tagged answers.
+    static let trackedCommands: Set<String> = Set(IMAPCommandCatalog.commands.filter {
+        $0.sessionEffect == .selects || $0.sessionEffect == .enables
+    }.map(\.name))
 
     init(filters: [any Filter], context: FilterContext) {
         self.filters = filters
@@ -73,7 +76,7 @@ public final class FilterEngine {
         var names = FilterEngine.trackedCommands
         var all = false
         var untagged: Set<String> = ["ENABLED"]
-        var tagged = CommandSelection.named(FilterEngine.trackedCommands.union(["CLOSE", "UNSELECT"]))
+        var tagged = CommandSelection.named(IMAPCommandCatalog.stateChangingNames)
         for (commands, responses) in zip(commandSelections, responseSelections) {
             names.formUnion(commands.names)
             all = all || commands.all

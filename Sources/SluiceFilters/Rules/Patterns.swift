@@ -55,8 +55,6 @@ public struct Glob: Sendable, Hashable {
         self.pattern = Array(pattern.utf8).map { caseInsensitive ? Glob.lower($0) : $0 }
     }
 
-    public var hasWildcards: Bool { pattern.contains(UInt8(ascii: "*")) || pattern.contains(UInt8(ascii: "?")) }
-
     public func matches(_ text: String) -> Bool {
         var text = text
         return text.withUTF8 { matches(bytes: $0) }

@@ -108,9 +108,6 @@ public final class ProxyServer: Sendable {
         logger.notice("the main configuration file is not re-read on SIGHUP; restart to apply its changes")
     }
 
-    /// Sessions open right now.
-    public var sessionCount: Int { sessions.count }
-
     private func bootstrap(for listener: ProxyConfiguration.Listener) -> ServerBootstrap {
         let configuration = self.configuration
         let tls = self.tls

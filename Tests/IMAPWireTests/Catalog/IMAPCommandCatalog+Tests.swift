@@ -31,6 +31,21 @@ struct IMAPCommandCatalogTests {
         #expect(IMAPCommandCatalog.commands(announcedBy: capability) == Set(names))
     }
 
+    @Test("argument shapes and session effects as RFC 3501 / 9051 define them")
+    func shapes() throws {
+        // RFC 9051 §6.1.1-3, §6.3.5, §6.4.1-3 (and RFC 3691 UNSELECT): no arguments.
+        #expect(IMAPCommandCatalog.argumentlessNames
+            == ["CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "NAMESPACE"])
+        #expect(IMAPCommandCatalog.oneMailboxNames == ["CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"])
+        #expect(IMAPCommandCatalog.stateChangingNames == ["SELECT", "EXAMINE", "CLOSE", "UNSELECT", "ENABLE"])
+        #expect(try #require(IMAPCommandCatalog.command(named: "CLOSE")).sessionEffect == .deselects)
+        // The views follow the catalog: NOOP with an argument is no NOOP, DELETE with two is no DELETE.
+        #expect(CommandView(try command("a NOOP x\r\n")) == nil)
+        #expect(CommandView(try command("a NOOP\r\n")) != nil)
+        #expect(MailboxCommand(try command("a DELETE x y\r\n")) == nil)
+        #expect(MailboxCommand(try command("a DELETE x\r\n"))?.mailbox.bytes == Array("x".utf8))
+    }
+
     @Test("one entry per name")
     func unique() {
         let names = IMAPCommandCatalog.commands.map(\.name)

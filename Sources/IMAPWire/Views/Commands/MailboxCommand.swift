@@ -8,15 +8,13 @@
 /// unsubscribe = "UNSUBSCRIBE" SP mailbox
 /// ```
 public struct MailboxCommand: Hashable, Sendable {
-    public static let names: Set<String> = ["CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"]
-
     public var name: String
     public var mailbox: MailboxName
     /// CREATE parameters (RFC 4466, e.g. `USE (\Sent)` of RFC 6154), as tokens.
     public var parameters: [IMAPToken]
 
     public init?(_ command: ParsedCommand) {
-        guard MailboxCommand.names.contains(command.name), let first = command.arguments.first,
+        guard IMAPCommandCatalog.oneMailboxNames.contains(command.name), let first = command.arguments.first,
               let mailbox = first.stringBytes
         else { return nil }
         if command.arguments.count == 2 {
