@@ -97,6 +97,26 @@ public struct IMAPLimits: Hashable, Sendable {
     /// this size, so a session holds this much of it, not all of it.
     public static let streamedLinePiece = 64 * 1024
 
+    /// Largest literal collected inside a frame a rule selected (a LITERAL+
+    /// mailbox name, a small CATENATE part); a larger one streams (a command)
+    /// or leaves the response unread by rules (a mailbox listing with a
+    /// larger literal is dropped, never passed unread).
+    public static let maxCollectedLiteralSize: UInt64 = 64 * 1024
+
+    /// Responses a hiding rule holds per LIST/LSUB until its tagged answer
+    /// (to correct `\HasChildren`); past it, or past `maxCollectedBytes`,
+    /// held ones are released (already filtered) and the rest pass filtered
+    /// one by one.
+    public static let maxHeldListResponses = 10_000
+
+    /// Audit-log bytes queued for the disk before new lines are dropped (and
+    /// counted): a slow or failing audit sink must not grow memory.
+    public static let maxPendingAuditBytes = 8 << 20
+
+    /// Client addresses the login penalty remembers (oldest forgotten first):
+    /// the map is keyed by peer addresses, so it must be bounded.
+    public static let maxPenalizedAddresses = 65_536
+
     /// The largest literal size any IMAP peer may announce: RFC 3501 `number`
     /// is a 32-bit unsigned integer.
     public static let absoluteMaxLiteralSize = UInt64(UInt32.max)

@@ -19,7 +19,7 @@ import Darwin
 public final class AuditLog: Sendable {
     public let path: String
     /// Bytes of lines queued and not yet written, before new lines are dropped.
-    public static let maxPendingBytes = 8 << 20
+    public static let maxPendingBytes = IMAPLimits.maxPendingAuditBytes
 
     private struct State {
         var descriptor: Int32

@@ -146,7 +146,7 @@ public struct RenameMailboxesFilter: Filter {
 public struct HideMailboxesFilter: Filter {
     public let patterns: [Glob]
     /// Responses held per LIST before they are released uncorrected (bounds memory).
-    public static let maxHeld = 10_000
+    public static let maxHeld = IMAPLimits.maxHeldListResponses
 
     public init(patterns: [Glob]) { self.patterns = patterns }
 

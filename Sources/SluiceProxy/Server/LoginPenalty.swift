@@ -1,3 +1,4 @@
+import IMAPWire
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -10,9 +11,8 @@ final class LoginPenalty: Sendable {
     let baseDelay: TimeAmount
     let maximum: TimeAmount
     let window: TimeAmount
-    /// Addresses remembered at most (oldest forgotten first): the map is
-    /// keyed by peer addresses, so it is bounded.
-    static let maxAddresses = 65_536
+    /// Addresses remembered at most (`IMAPLimits.maxPenalizedAddresses`).
+    static let maxAddresses = IMAPLimits.maxPenalizedAddresses
 
     private let failures = NIOLockedValueBox<[String: (count: Int, last: NIODeadline)]>([:])
 

@@ -64,7 +64,7 @@ extension ProxySession {
             }
         }
         clientChannel.write(ByteBuffer(string: "\r\n"), promise: nil)
-        upstreamDecoder = IMAPFrameDecoder(peer: .server, literalCaptureLimit: 64 * 1024)
+        upstreamDecoder = IMAPFrameDecoder(peer: .server)
     }
 
     static let padding = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 * 1024)

@@ -116,7 +116,7 @@ extension ProxySession {
     /// both directions relays, greeting and login included.
     func startTransparentRelay() {
         phase = .relay
-        clientDecoder = IMAPFrameDecoder(peer: .client, limits: configuration.clientLimits, literalCaptureLimit: 8 * 1024)
+        clientDecoder = IMAPFrameDecoder(peer: .client, limits: configuration.clientLimits, literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
         upstreamDecoder.framer.limits = configuration.serverLimits
         upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
         resumeReads()

@@ -84,7 +84,7 @@ final class ProxySession {
     var routeGroups: [String] = []
     /// Literals up to this size inside a filtered frame are collected; larger
     /// ones stream (a client command) or leave the frame unfiltered (a response).
-    static let filterLiteralLimit: UInt64 = 64 * 1024
+    static let filterLiteralLimit = IMAPLimits.maxCollectedLiteralSize
     /// Shutting down: say BYE as soon as no command is in flight.
     var draining = false
     /// Transparent mode: the tag of a relayed LOGIN/AUTHENTICATE.
