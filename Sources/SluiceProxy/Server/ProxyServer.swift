@@ -116,6 +116,7 @@ public final class ProxyServer: Sendable {
         let sessions = self.sessions
         let limiter = self.limiter
         let penalty = self.penalty
+        let tuning = ChannelTuning(configuration)
         let listenAddress = "\(HostPort(host: listener.host, port: listener.port))"
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -143,12 +144,7 @@ public final class ProxyServer: Sendable {
                     // Options are set here rather than as child channel options so
                     // that a failure is logged: NIO would close the connection silently.
                     do {
-                        if let options = channel.syncOptions {
-                            try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
-                            try options.setOption(.recvAllocator, value: ProxySession.receiveAllocator)
-                            try options.setOption(.writeBufferWaterMark, value: .init(
-                                low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
-                        }
+                        if let options = channel.syncOptions { try tuning.apply(to: options) }
                         let id = sessions.nextID()
                         let session = ProxySession(id: id, configuration: configuration, security: listener.security,
                                                    tls: tls, router: router, penalty: penalty, clientChannel: channel,

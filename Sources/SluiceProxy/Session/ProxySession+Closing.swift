@@ -71,7 +71,7 @@ extension ProxySession {
 
     /// SIGTERM: BYE now if nothing is in flight, else once it finishes.
     func beginShutdown() {
-        switch phase {
+        switch phase.kind {
         case .connecting, .preAuth, .loginFailed:
             record.endReason = .shutdown
             phase = .closed
@@ -88,9 +88,9 @@ extension ProxySession {
 
     /// The grace period is over: BYE where the stream allows it, and close.
     func forceClose() {
-        guard phase != .closed else { return }
+        guard phase.kind != .closed else { return }
         record.endReason = .shutdownGraceOver
-        if phase == .relay {
+        if phase.kind == .relay {
             endUpstreamFrameForBye()
             queueLocalResponse(ByteBuffer(string: "* BYE Server shutting down.\r\n"))
         } else {
@@ -102,7 +102,7 @@ extension ProxySession {
     /// While draining: BYE and close once no command is in flight (a client
     /// in IDLE counts as quiet) and both streams are between frames.
     func byeIfQuiet() {
-        guard draining, phase == .relay else { return }
+        guard draining, phase.kind == .relay else { return }
         let quiet = relay.commandsInFlight == 0 || clientDecoder.framer.clientExpectation == .idleDone
         guard quiet, upstreamDecoder.framer.isAtFrameBoundary, clientDecoder.framer.isAtFrameBoundary else { return }
         record.endReason = .shutdown

@@ -8,7 +8,7 @@ import NIOSSL
 /// Before login: the proxy answers the client itself (`PreAuthStateMachine`), and STARTTLS.
 extension ProxySession {
     func processPreAuth() throws {
-        while preAuth.acceptsFrames && phase == .preAuth && clientChannel.isWritable {
+        while preAuth.acceptsFrames && phase.kind == .preAuth && clientChannel.isWritable {
             guard let frame = try clientDecoder.next(&clientBuffer) else {
                 if clientDecoder.takeContinuationRequest() != nil, let partial = clientDecoder.frameInProgress {
                     if let refusal = preAuth.literalAnnounced(in: partial) {
@@ -42,7 +42,7 @@ extension ProxySession {
         case .startTLS(let ok):
             startClientTLS(ok: ok)
         case .login(_, let credentials):
-            phase = .loggingIn
+            phase = .loggingIn(nil)
             user = credentials.userName
             logger[metadataKey: "imap.user"] = "\(credentials.userName)"
             route(credentials)
@@ -54,21 +54,12 @@ extension ProxySession {
             writeToClient("* BAD TLS is not configured.\r\n", flush: true)
             return
         }
-        // Plaintext pipelined behind STARTTLS is discarded (the STARTTLS
-        // command-injection class of bugs, CVE-2011-0411 and kin).
+        // Plaintext pipelined behind STARTTLS is discarded (ClientTLSUpgrade).
         clientBuffer.clear()
         clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits,
                                          literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
-        // The OK is written and flushed to the channel below the pipeline
-        // before the TLS handler goes in front of it, in the same event-loop
-        // turn: it leaves in plaintext (now, or when the socket can take it),
-        // and every byte read from here on passes through TLS. The session is
-        // protected only once the handshake completes (`clientTLSEstablished`),
-        // review S7. (A flush issued after adding the handler would be held
-        // by it until the handshake, which waits for this OK.)
-        clientChannel.writeAndFlush(ByteBuffer(string: ok), promise: nil)
         do {
-            try clientChannel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+            try ClientTLSUpgrade.start(on: clientChannel, context: context, ok: ok)
         } catch {
             record.endReason = .clientTLSError("\(error)")
             clientChannel.close(promise: nil)

@@ -14,7 +14,7 @@ extension ProxySession {
         // the upstream's `+` (then they are the literal) or its tagged answer
         // (then the client will not send it, and what it sent anyway is
         // framed as commands, which the rules see). Reads pause meanwhile.
-        while phase == .relay, relayTakesClientBytes, let event = try clientDecoder.framer.next(&clientBuffer) {
+        while phase.kind == .relay, relayTakesClientBytes, let event = try clientDecoder.framer.next(&clientBuffer) {
             switch event {
             case .line(let segment):
                 if droppingClientFrame {
@@ -50,7 +50,7 @@ extension ProxySession {
                     // With rules, a command whose tag or name the proxy cannot read
                     // is not forwarded: the server might read it (a 70-byte tag).
                     refuseUnreadableCommand(segment)
-                    if phase != .relay { return }
+                    if phase.kind != .relay { return }
                     continue
                 }
                 if segment.isFrameStart, segment.kind == .command, clientInIdle, engine != nil {
@@ -252,7 +252,7 @@ extension ProxySession {
     }
 
     func flushLocalResponses() {
-        guard !localResponses.isEmpty, upstreamDecoder.framer.isAtFrameBoundary || phase != .relay else { return }
+        guard !localResponses.isEmpty, upstreamDecoder.framer.isAtFrameBoundary || phase.kind != .relay else { return }
         for response in localResponses { clientChannel.write(response, promise: nil) }
         localResponses.removeAll()
         localResponseBytes = 0

@@ -10,8 +10,8 @@ extension ProxySession {
     /// The login did not complete within `timeouts.login`.
     func loginDeadlinePassed() {
         loginDeadline = nil
-        let loggedIn = phase == .relay && (configuration.mode == .proxy || user != nil)
-        guard !loggedIn, phase != .closed else { return }
+        let loggedIn = phase.kind == .relay && (configuration.mode == .proxy || user != nil)
+        guard !loggedIn, phase.kind != .closed else { return }
         record.endReason = .loginTimeout
         logger.notice("login time exceeded")
         phase = .closed
@@ -49,13 +49,13 @@ extension ProxySession {
 
     func inactivityCheck() {
         inactivityTimer = nil
-        guard phase != .closed else { return }
+        guard phase.kind != .closed else { return }
         let due = lastActivity + inactivityLimit
         if NIODeadline.now() < due {
             scheduleInactivityCheck(at: due)
             return
         }
-        switch phase {
+        switch phase.kind {
         case .connecting, .preAuth, .loggingIn, .loginFailed:
             record.endReason = .preAuthTimeout
             writeToClient("* BYE Disconnected for inactivity.\r\n", flush: true)

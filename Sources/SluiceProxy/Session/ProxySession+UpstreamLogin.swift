@@ -33,7 +33,7 @@ extension ProxySession {
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         router.route(request, on: clientChannel.eventLoop).hop(to: clientChannel.eventLoop).whenComplete { result in
             let session = bound.value
-            guard session.phase == .loggingIn else { return }
+            guard session.phase.kind == .loggingIn else { return }
             switch result {
             case .success(.route(let route)):
                 session.connectUpstream(route: route, clientPassword: credentials.password)
@@ -55,41 +55,27 @@ extension ProxySession {
             logger[metadataKey: "imap.upstream_user"] = "\(name)"
         }
         // With filters, the proxy asks the delimiter itself before the relay starts.
-        routeGroups = route.groups
-        let learn = phase == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
+        let learn = phase.kind == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
         let forward = upstream.forwardClientAddress
             ? ForwardedAddresses(client: clientChannel.remoteAddress, local: clientChannel.localAddress,
                                  clientID: preAuth.clientID) : nil
-        upstreamLogin = UpstreamLoginStateMachine(credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
-                                                  useStartTLS: upstream.security == .starttls, learnDelimiter: learn,
-                                                  forward: forward)
-        currentUpstream = upstream
+        if phase.kind == .loggingIn {
+            let machine = UpstreamLoginStateMachine(
+                credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
+                useStartTLS: upstream.security == .starttls, learnDelimiter: learn, forward: forward)
+            phase = .loggingIn(UpstreamLoginAttempt(machine: machine, upstream: upstream, groups: route.groups))
+        }
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        let tlsContext = upstream.tlsContext
-        let serverName = upstream.serverName
-        let bootstrap = ClientBootstrap(group: clientChannel.eventLoop)
-            .connectTimeout(configuration.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: ProxySession.receiveAllocator)
-            .channelOption(.writeBufferWaterMark, value: .init(
-                low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if upstream.security == .implicit, let tlsContext {
-                        let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName)
-                        try channel.pipeline.syncOperations.addHandler(handler)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler(session: bound.value))
-                }
-            }
-        upstream.connect(bootstrap, on: clientChannel.eventLoop).whenComplete { result in
+        connector.connect(to: upstream, on: clientChannel.eventLoop) {
+            UpstreamHandler(session: bound.value)
+        }.whenComplete { result in
             let session = bound.value
             switch result {
             case .success(let channel):
                 session.upstreamChannel = channel
-                if session.phase == .connecting {
+                if session.phase.kind == .connecting {
                     session.startTransparentRelay()
-                } else if session.phase != .loggingIn {
+                } else if session.phase.kind != .loggingIn {
                     channel.close(promise: nil)
                 }
             case .failure(let error):
@@ -100,7 +86,7 @@ extension ProxySession {
 
     /// The upstream cannot be reached (or fails TLS) before the relay started.
     func upstreamUnavailable(reason: String) {
-        if phase == .connecting {
+        if phase.kind == .connecting {
             record.endReason = .upstreamUnavailable(reason)
             logger.notice("upstream unavailable", metadata: ["reason": "\(reason)"])
             phase = .closed
@@ -124,13 +110,12 @@ extension ProxySession {
     }
 
     func processUpstreamLogin() throws {
-        while phase == .loggingIn, let frame = try upstreamDecoder.next(&upstreamBuffer) {
-            guard var login = upstreamLogin else { return }
-            let action = login.receive(frame)
-            upstreamLogin = login
+        while case .loggingIn(var attempt?) = phase, let frame = try upstreamDecoder.next(&upstreamBuffer) {
+            let action = attempt.machine.receive(frame)
+            phase = .loggingIn(attempt)
             performLogin(action)
         }
-        if phase == .relay { try relayFromUpstream() }
+        if phase.kind == .relay { try relayFromUpstream() }
     }
 
     func performLogin(_ action: UpstreamLoginStateMachine.Action) {
@@ -140,14 +125,10 @@ extension ProxySession {
         case .send(let bytes):
             upstreamChannel?.writeAndFlush(bytes, promise: nil)
         case .startTLS:
-            guard let channel = upstreamChannel, let context = currentUpstream?.tlsContext else {
-                loginFailed(response: ProxySession.unavailable, reason: "no TLS context for upstream")
-                return
-            }
+            guard let channel = upstreamChannel, case .loggingIn(let attempt?) = phase else { return }
             upstreamBuffer.clear()  // nothing the server said in plaintext after STARTTLS counts
             do {
-                let handler = try NIOSSLClientHandler(context: context, serverHostname: currentUpstream?.serverName)
-                try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+                try UpstreamConnector.startTLS(on: channel, upstream: attempt.upstream)
             } catch {
                 loginFailed(response: ProxySession.unavailable, reason: "upstream TLS: \(error)")
             }
@@ -159,7 +140,7 @@ extension ProxySession {
     }
 
     func loginSucceeded(capabilities: [String], delimiter: UInt8?) {
-        upstreamLogin = nil
+        guard case .loggingIn(let attempt?) = phase else { return }
         upstreamLoginDeadline?.cancel()
         upstreamLoginDeadline = nil
         loginCompleted()
@@ -169,7 +150,7 @@ extension ProxySession {
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
         var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
         upstreamCapabilities = capabilities
-        engine = configuration.filters.engine(user: user ?? "", groups: routeGroups, clientAddress: clientAddressText,
+        engine = configuration.filters.engine(user: user ?? "", groups: attempt.groups, clientAddress: clientAddressText,
                                               upstreamCapabilities: capabilities, logger: logger)
         if let engine {
             offered = engine.capabilities(offered)
@@ -197,12 +178,11 @@ extension ProxySession {
     }
 
     func loginFailed(response: String, reason: String) {
-        guard phase == .loggingIn else { return }
+        guard phase.kind == .loggingIn else { return }
         logger.notice("login failed", metadata: ["reason": "\(reason)"])
         upstreamLoginDeadline?.cancel()
         upstreamLoginDeadline = nil
         phase = .loginFailed
-        upstreamLogin = nil
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
         upstreamChannel = nil
@@ -213,7 +193,7 @@ extension ProxySession {
         let delay = penalty.failed(ip: LoginPenalty.key(for: clientChannel.remoteAddress))
         clientChannel.eventLoop.scheduleTask(in: delay) {
             let session = bound.value
-            guard session.phase == .loginFailed else { return }
+            guard session.phase.kind == .loginFailed else { return }
             session.phase = .preAuth
             session.perform(session.preAuth.loginFailed(response: response))
             session.processClient()

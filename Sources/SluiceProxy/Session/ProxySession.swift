@@ -14,17 +14,6 @@ import NIOSSL
 /// both directions goes through an IMAPWire framer and is forwarded as the
 /// slices it arrived in.
 final class ProxySession {
-    enum Phase {
-        /// Transparent mode: connecting to the upstream before anything is said.
-        case connecting
-        case preAuth
-        case loggingIn
-        /// The login failed; its answer waits out the failure delay.
-        case loginFailed
-        case relay
-        case closed
-    }
-
     let id: Int
     let configuration: ProxyConfiguration
     let tls: ProxyTLS
@@ -32,15 +21,13 @@ final class ProxySession {
     let penalty: LoginPenalty
     let clientChannel: Channel
     var logger: Logger
-    var phase: Phase = .preAuth
+    var phase: SessionPhase = .preAuth
 
     var preAuth: PreAuthStateMachine
     var clientDecoder: IMAPFrameDecoder
     var clientBuffer = ByteBuffer()
 
     var upstreamChannel: Channel?
-    var currentUpstream: UpstreamEndpoint?
-    var upstreamLogin: UpstreamLoginStateMachine?
     var upstreamDecoder = ProxySession.upstreamLoginDecoder()
     var upstreamBuffer = ByteBuffer()
 
@@ -80,8 +67,6 @@ final class ProxySession {
     /// its answer before more client bytes go on (the rules start with it).
     var transparentRulesPending = false
     var upstreamCapabilities: [String] = []
-    /// The router's groups for this user (rules can be scoped to them).
-    var routeGroups: [String] = []
     /// Literals up to this size inside a filtered frame are collected; larger
     /// ones stream (a client command) or leave the frame unfiltered (a response).
     static let filterLiteralLimit = IMAPLimits.maxCollectedLiteralSize
@@ -98,10 +83,8 @@ final class ProxySession {
         set { record.user = newValue }
     }
 
-    /// Receive buffers for both channels: small at first, because an idle
-    /// session holds its last one per channel; full reads grow them to
-    /// 64 KiB (docs/design-notes.md, "Small receive buffers").
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 64 * 1024)
+    /// Opens the upstream connection (socket options, implicit TLS).
+    let connector: UpstreamConnector
 
     /// Pre-auth limits: credentials are small; a client may not make the
     /// proxy buffer more. The line fits a maximal RFC 2971 ID (30 pairs of
@@ -135,6 +118,7 @@ final class ProxySession {
         self.penalty = penalty
         self.relay = RelayStateMachine(maxCommandsInFlight: configuration.maxCommandsInFlight)
         self.configuration = configuration
+        self.connector = UpstreamConnector(configuration)
         self.tls = tls
         self.router = router
         self.clientUsesTLS = security == .implicit
@@ -207,7 +191,7 @@ final class ProxySession {
         clientUsesTLS = true
         preAuth.tlsEstablished()
         // Bytes that arrived after the handshake and before this event wait in the buffer.
-        if phase == .preAuth, clientBuffer.readableBytes > 0 { processClient() }
+        if phase.kind == .preAuth, clientBuffer.readableBytes > 0 { processClient() }
         resumeReads()
     }
 
@@ -225,7 +209,7 @@ final class ProxySession {
     /// and while too many commands are in flight.
     var mayReadFromClient: Bool {
         guard clientChannel.isWritable else { return false }
-        switch phase {
+        switch phase.kind {
         case .preAuth: return preAuth.acceptsFrames || preAuth.isStartingTLS
         case .connecting, .loggingIn, .loginFailed, .closed: return false
         case .relay: return relayTakesClientBytes && (upstreamChannel?.isWritable ?? false)
@@ -239,7 +223,7 @@ final class ProxySession {
     }
 
     var mayReadFromUpstream: Bool {
-        switch phase {
+        switch phase.kind {
         case .loggingIn: return true
         case .relay: return clientChannel.isWritable
         case .connecting, .preAuth, .loginFailed, .closed: return false
@@ -269,7 +253,7 @@ final class ProxySession {
 
     func processClient() {
         do {
-            switch phase {
+            switch phase.kind {
             case .preAuth:
                 try processPreAuth()
             case .relay:
@@ -282,7 +266,7 @@ final class ProxySession {
             let answer = error.tag.map { "\($0) BAD \(error.hint)\r\n" } ?? ""
             // A response still streaming to the client is cut where it is
             // (made visibly incomplete) so that the answer can follow.
-            if phase == .relay { endUpstreamFrameForBye() }
+            if phase.kind == .relay { endUpstreamFrameForBye() }
             queueLocalResponse(ByteBuffer(string: answer + "* BYE \(error.hint)\r\n"))
             closeWhenWritten()
         } catch {
@@ -292,14 +276,14 @@ final class ProxySession {
     }
 
     func upstreamActive(_ channel: Channel) {
-        if upstreamChannel == nil && (phase == .loggingIn || phase == .connecting) { upstreamChannel = channel }
+        if upstreamChannel == nil && (phase.kind == .loggingIn || phase.kind == .connecting) { upstreamChannel = channel }
     }
 
     func upstreamRead(_ data: ByteBuffer) {
         record.bytesFromUpstream += data.readableBytes
         append(data, to: &upstreamBuffer)
         do {
-            switch phase {
+            switch phase.kind {
             case .loggingIn:
                 try processUpstreamLogin()
             case .relay:
@@ -310,9 +294,9 @@ final class ProxySession {
             }
         } catch let error as IMAPFramingError {
             let reason = EndReason.upstreamFramingError(hint: error.hint)
-            if phase == .loggingIn {
+            if phase.kind == .loggingIn {
                 loginFailed(response: ProxySession.unavailable, reason: reason.text)
-            } else if phase == .relay {
+            } else if phase.kind == .relay {
                 // The client learns the session is over (review F7): the
                 // response cut where the framer failed, then a BYE.
                 logger.notice("upstream framing error", metadata: ["error": "\(error.hint)"])
@@ -332,18 +316,18 @@ final class ProxySession {
     }
 
     func upstreamTLSEstablished() {
-        if phase == .connecting {
+        if phase.kind == .connecting {
             return
         }
-        guard phase == .loggingIn, var login = upstreamLogin else { return }
-        let action = login.tlsEstablished()
-        upstreamLogin = login
+        guard case .loggingIn(var attempt?) = phase else { return }
+        let action = attempt.machine.tlsEstablished()
+        phase = .loggingIn(attempt)
         performLogin(action)
     }
 
     func upstreamClosed() {
         guard !closingUpstream else { return }
-        switch phase {
+        switch phase.kind {
         case .connecting:
             upstreamUnavailable(reason: "upstream closed before the relay started")
         case .loggingIn:
@@ -358,7 +342,7 @@ final class ProxySession {
     static let unavailable = "NO [UNAVAILABLE] Server is unavailable."
 
     func upstreamError(_ error: Error) {
-        switch phase {
+        switch phase.kind {
         case .loggingIn:
             loginFailed(response: ProxySession.unavailable, reason: "upstream error: \(error)")
         case .relay:

@@ -1,0 +1,34 @@
+import NIOCore
+import NIOPosix
+
+/// The socket options of both connections of a session: no Nagle delay
+/// (IMAP is request and response), receive buffers that start small and
+/// grow with full reads (docs/design-notes.md, "Small receive buffers"),
+/// and the write water marks that pause the other side's reads.
+struct ChannelTuning: Sendable {
+    let writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark
+
+    init(_ configuration: ProxyConfiguration) {
+        writeBufferWaterMark = .init(low: configuration.writeBufferLowWaterMark,
+                                     high: configuration.writeBufferHighWaterMark)
+    }
+
+    /// An idle session holds its last receive buffer per channel: 512 bytes
+    /// at first, up to 64 KiB after full reads.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 64 * 1024)
+
+    /// For an accepted channel (set one by one so that a failure can be logged).
+    func apply(to options: NIOSynchronousChannelOptions) throws {
+        try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
+        try options.setOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
+        try options.setOption(.writeBufferWaterMark, value: writeBufferWaterMark)
+    }
+
+    /// For an outgoing channel.
+    func apply(to bootstrap: ClientBootstrap) -> ClientBootstrap {
+        bootstrap
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
+            .channelOption(.writeBufferWaterMark, value: writeBufferWaterMark)
+    }
+}
