@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "IMAPWire", targets: ["IMAPWire"]),
         .library(name: "SluiceFilters", targets: ["SluiceFilters"]),
         .library(name: "SluiceProxy", targets: ["SluiceProxy"]),
+        .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .executable(name: "imapwire-bench", targets: ["imapwire-bench"]),
         .executable(name: "sluice-bench", targets: ["sluice-bench"]),
@@ -50,8 +51,19 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The YAML configuration file, the routing map and each rule's reader:
+        // apart from the proxy, so that embedding it does not bring in Yams.
+        .target(
+            name: "SluiceConfig",
+            dependencies: [
+                "IMAPWire", "SluiceFilters", "SluiceProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
@@ -60,6 +72,7 @@ let package = Package(
                 "IMAPWire",
                 "SluiceFilters",
                 "SluiceProxy",
+                "SluiceConfig",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -104,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "sluice-with-filters",
             dependencies: [
-                "ExampleFilters", "SluiceFilters", "SluiceProxy",
+                "ExampleFilters", "SluiceFilters", "SluiceProxy", "SluiceConfig",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -112,7 +125,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceProxyTests",
-            dependencies: ["SluiceProxy", "SluiceFilters", "ExampleFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SluiceProxy", "SluiceConfig", "SluiceFilters", "ExampleFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SluiceFiltersTests",

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import SluiceFilters
 import SluiceProxy
+import SluiceConfig
 
 /// A `sluice run` of one's own: the configuration file's rules plus a
 /// custom filter. See docs/filters.md.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import SluiceConfig
 import SluiceProxy
 
 /// `sluice check`: validate a configuration and exit non-zero on any problem

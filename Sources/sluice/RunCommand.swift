@@ -3,6 +3,7 @@ import Dispatch
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SluiceConfig
 import SluiceProxy
 
 #if canImport(Glibc)

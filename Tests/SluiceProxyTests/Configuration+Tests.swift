@@ -1,5 +1,6 @@
 import NIOCore
 import Testing
+@testable import SluiceConfig
 @testable import SluiceProxy
 
 private func issues(_ yaml: String) -> [String] {
@@ -155,9 +156,9 @@ struct RoutingMapTests {
     @Test("templates: $0, missing groups, $$ and a lone $")
     func substitution() {
         let groups: [Substring?] = ["whole", "one", nil]
-        #expect(RoutingMap.substitute("$1-$2-$0", groups: groups) == "one--whole")
-        #expect(RoutingMap.substitute("$$1 costs $", groups: groups) == "$1 costs $")
-        #expect(RoutingMap.substitute("$9$x", groups: groups) == "$x")
+        #expect(LoginRewrite.substitute("$1-$2-$0", groups: groups) == "one--whole")
+        #expect(LoginRewrite.substitute("$$1 costs $", groups: groups) == "$1 costs $")
+        #expect(LoginRewrite.substitute("$9$x", groups: groups) == "$x")
     }
 
     @Test("problems in a map name the key and line")

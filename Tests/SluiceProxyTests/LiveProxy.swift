@@ -1,6 +1,7 @@
 import Dispatch
 import Logging
 import NIOCore
+@testable import SluiceConfig
 @testable import SluiceProxy
 
 #if canImport(Glibc)

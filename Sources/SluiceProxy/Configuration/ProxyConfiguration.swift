@@ -66,8 +66,9 @@ public struct ProxyConfiguration: Sendable {
     public enum Routing: Sendable {
         /// Every user to one upstream.
         case `static`(Upstream)
-        /// A routing map file (see docs/configuration.md), re-read on SIGHUP.
-        case map(file: String)
+        /// A router of its own: the routing map (SluiceConfig's `MapRouter`,
+        /// re-read on SIGHUP), or one an embedding program brings.
+        case router(any Router)
     }
 
     public enum LogFormat: String, Sendable, CaseIterable {

@@ -28,8 +28,8 @@ public final class ProxyServer: Sendable {
             switch configuration.routing {
             case .static(let upstream):
                 self.router = StaticRouter(upstream: try UpstreamEndpoint(upstream))
-            case .map(let file):
-                self.router = try MapRouter(file: file)
+            case .router(let router):
+                self.router = router
             case nil:
                 throw ProxyConfigurationError("no upstream configured")
             }

@@ -94,3 +94,10 @@ public struct ProxyConfigurationError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+extension ProxyConfiguration.Certificate {
+    /// Loads the certificate chain and key once, as a listener would; throws what is wrong with them.
+    public func validate() throws {
+        _ = try CertificateStore.Entry(self)
+    }
+}

@@ -1,3 +1,4 @@
+import SluiceProxy
 import NIOCore
 import Yams
 

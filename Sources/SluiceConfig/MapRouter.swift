@@ -1,3 +1,4 @@
+import SluiceProxy
 import NIOConcurrencyHelpers
 import NIOCore
 import SluiceFilters
@@ -125,7 +126,7 @@ public struct RoutingMap: Sendable {
         }
         for pattern in patterns {
             guard let groups = pattern.regex.wholeMatch(user), let endpoint = upstreams[pattern.target.upstream] else { continue }
-            let login = pattern.target.login.map { RoutingMap.substitute($0, groups: groups) } ?? user
+            let login = pattern.target.login.map { LoginRewrite.substitute($0, groups: groups) } ?? user
             return Route(upstream: endpoint, login: .asUser(login), upstreamName: pattern.target.upstream,
                          groups: pattern.target.groups)
         }
@@ -133,32 +134,6 @@ public struct RoutingMap: Sendable {
             return Route(upstream: endpoint, login: .asUser(user), upstreamName: fallback)
         }
         return nil
-    }
-
-    /// `$0`…`$9` replaced by the match's groups (empty when a group did not
-    /// take part); `$$` is a dollar sign.
-    static func substitute(_ template: String, groups: [Substring?]) -> String {
-        var result = ""
-        var iterator = template.makeIterator()
-        while let character = iterator.next() {
-            guard character == "$" else {
-                result.append(character)
-                continue
-            }
-            guard let next = iterator.next() else {
-                result.append("$")
-                break
-            }
-            if let digit = next.wholeNumberValue, next.isASCII {
-                if digit < groups.count, let group = groups[digit] { result += group }
-            } else if next == "$" {
-                result.append("$")
-            } else {
-                result.append("$")
-                result.append(next)
-            }
-        }
-        return result
     }
 }
 

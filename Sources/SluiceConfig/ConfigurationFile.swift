@@ -1,6 +1,8 @@
 import IMAPWire
 import NIOCore
 import NIOSSL
+import SluiceFilters
+import SluiceProxy
 
 #if canImport(Glibc)
 import Glibc
@@ -77,8 +79,7 @@ private struct FileReader {
             } else if let path = readableFile(mapValue) {
                 // Loaded now so its problems are reported with the file's own lines.
                 do {
-                    _ = try RoutingMap.load(file: path)
-                    configuration.routing = .map(file: path)
+                    configuration.routing = .router(try MapRouter(file: path))
                 } catch {
                     for issue in error.issues { issues.report(issue.description, at: mapValue.path, line: mapValue.line) }
                 }
@@ -160,7 +161,7 @@ private struct FileReader {
             names = namesValue.listOrSingle().compactMap { $0.nonEmptyString()?.lowercased() }
         }
         do {
-            _ = try CertificateStore.Entry(ProxyConfiguration.Certificate(certificateFile: cert, keyFile: key, serverNames: names))
+            try ProxyConfiguration.Certificate(certificateFile: cert, keyFile: key, serverNames: names).validate()
         } catch {
             value.report("cannot load the certificate and key: \(error)")
             return nil
