@@ -18,11 +18,11 @@ extension ProxySession {
     /// before the client's literal), and so does a large one: either
     /// streams from the client as it arrives.
     func collectCommand(_ segment: LineSegment) {
-        guard var head = commandHead else { return }
+        guard var head = filters?.collectingCommand else { return }
         head.append(segment)
         if head.collectedBytes > IMAPLimits.maxCollectedBytes {
             // Too large for the rules to read whole: refused, never forwarded (review S10).
-            commandHead = nil
+            filters?.collectingCommand = nil
             logger.notice("selected command refused: over the collected-bytes budget",
                           metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
             relay.commandAnsweredByProxy()
@@ -35,14 +35,14 @@ extension ProxySession {
         if let literal = segment.literal {
             if !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit {
                 head.literals.append(FrameLiteral(header: literal, chunks: []))
-                commandHead = head
+                filters?.collectingCommand = head
                 return
             }
             head.literals.append(FrameLiteral(header: literal, chunks: nil))
-            commandHead = nil
+            filters?.collectingCommand = nil
             finishCommand(head, streamed: literal)
         } else {
-            commandHead = nil
+            filters?.collectingCommand = nil
             finishCommand(head, streamed: nil)
         }
     }
@@ -73,7 +73,7 @@ extension ProxySession {
             return
         }
         // What follows the streamed literal is judged when it comes.
-        if streamed != nil { continuingCommand = ContinuingCommand(frame: head) }
+        if streamed != nil { filters?.continuingCommand = ContinuingCommand(frame: head) }
     }
 
     /// A line after a literal that streamed past the rules, in a command
@@ -81,14 +81,14 @@ extension ProxySession {
     /// not in it) runs through the chain again, as a continuation, before
     /// this part goes on. A bare CRLF ends the command without asking.
     func continueCommand(_ segment: LineSegment) {
-        guard var continuing = continuingCommand, let engine, let upstream = upstreamChannel else { return }
+        guard var continuing = filters?.continuingCommand, let engine, let upstream = upstreamChannel else { return }
         continuing.frame.append(segment)
         continuing.collectingLiteral = false
         if let literal = segment.literal, !literal.isSynchronizing, literal.size <= ProxySession.filterLiteralLimit,
            continuing.frame.collectedBytes <= IMAPLimits.maxCollectedBytes {
             continuing.frame.literals.append(FrameLiteral(header: literal, chunks: []))
             continuing.collectingLiteral = true
-            continuingCommand = continuing
+            filters?.continuingCommand = continuing
             return
         }
         if let literal = segment.literal { continuing.frame.literals.append(FrameLiteral(header: literal, chunks: nil)) }
@@ -105,16 +105,16 @@ extension ProxySession {
         case .forwardOriginal, .forwardRewritten:
             sendSynchronizing(continuing.frame, from: continuing.unsentFrom, to: upstream)
             continuing.unsentFrom = continuing.frame.segments.count
-            continuingCommand = segment.literal == nil ? nil : continuing
+            filters?.continuingCommand = segment.literal == nil ? nil : continuing
             if case .refuse(let hint) = relay.clientLineForwarded(literal: segment.literal, upstreamWaits: true) {
                 endForClientProtocolError(hint: hint)
             }
         case .respond(let bytes):
             // The server holds the first parts: make it fail the whole
             // command, and answer the client with the rule's reply instead.
-            continuingCommand = nil
+            filters?.continuingCommand = nil
             upstream.write(ContinuingCommand.cancellation, promise: nil)
-            if let tag = relay.currentClientTag { swallowedAnswers.insert(tag) }
+            if let tag = relay.currentClientTag { filters?.swallowedAnswers.insert(tag) }
             queueLocalResponse(bytes)
             if let literal = segment.literal {
                 if literal.isSynchronizing {

@@ -34,13 +34,13 @@ extension ProxySession {
                     endForClientProtocolError(hint: "Literal announcement inside a line")
                     return
                 }
-                if commandHead != nil {
+                if filters?.collectingCommand != nil {
                     collectCommand(segment)
                     continue
                 }
-                if continuingCommand != nil {
+                if filters?.continuingCommand != nil {
                     // A new command ends any continued one (its literal was refused).
-                    if segment.isFrameStart { continuingCommand = nil } else {
+                    if segment.isFrameStart { filters?.continuingCommand = nil } else {
                         continueCommand(segment)
                         continue
                     }
@@ -76,7 +76,7 @@ extension ProxySession {
                 if let engine, segment.isFrameStart, segment.kind == .command, let tag = segment.tag {
                     let name = ProxySession.name(of: segment)
                     if let name, engine.wantsCommand(named: name) {
-                        commandHead = CollectedFrame(kind: .command)
+                        filters?.collectingCommand = CollectedFrame(kind: .command)
                         relay.clientFrameStarted(kind: .command, tag: tag, isIdle: isIdle)
                         clientInIdle = isIdle
                         collectCommand(segment)
@@ -110,12 +110,12 @@ extension ProxySession {
                 upstream.write(bytes, promise: nil)
             case .literalBytes(let chunk, _):
                 if droppingClientFrame { continue }
-                if commandHead != nil {
-                    commandHead?.appendLiteralBytes(chunk)
+                if filters?.collectingCommand != nil {
+                    filters?.collectingCommand?.appendLiteralBytes(chunk)
                     continue
                 }
-                if continuingCommand?.collectingLiteral == true {
-                    continuingCommand?.frame.appendLiteralBytes(chunk)
+                if filters?.continuingCommand?.collectingLiteral == true {
+                    filters?.continuingCommand?.frame.appendLiteralBytes(chunk)
                     continue
                 }
                 upstream.write(chunk, promise: nil)
@@ -172,10 +172,10 @@ extension ProxySession {
                         case .consumeLine: consumed = true
                         case .abandonClientLiteral:
                             clientDecoder.framer.abandonLiteral()
-                            continuingCommand = nil
+                            filters?.continuingCommand = nil
                         case .dropClientLiteral:
                             droppingClientFrame = true
-                            continuingCommand = nil
+                            filters?.continuingCommand = nil
                         case .resumeClient: clientGateOpened = true
                         case .strayContinuation:
                             guard rulesMayApply else { break }  // without rules: the client's own business
@@ -184,8 +184,8 @@ extension ProxySession {
                         }
                     }
                     if consumed { continue }
-                    if segment.kind == .taggedResponse, let tag = segment.tag, !swallowedAnswers.isEmpty,
-                       swallowedAnswers.remove(tag) != nil {
+                    if segment.kind == .taggedResponse, let tag = segment.tag, !(filters?.swallowedAnswers.isEmpty ?? true),
+                       filters?.swallowedAnswers.remove(tag) != nil {
                         // The answer to a command a rule refused mid-way (`ContinuingCommand`).
                         engine?.taggedResponsePassed(tag: tag)
                         swallowingUpstreamFrame = !segment.endsFrame

@@ -69,8 +69,8 @@ extension ProxySession {
         logger[metadataKey: "imap.user"] = "\(known)"
         logger.info("upstream login succeeded")
         loginCompleted()
-        engine = configuration.filters.engine(user: known, groups: [], clientAddress: clientAddressText,
-                                              upstreamCapabilities: upstreamCapabilities, logger: logger)
+        filters = configuration.filters.engine(user: known, groups: [], clientAddress: clientAddressText,
+                                              upstreamCapabilities: upstreamCapabilities, logger: logger).map(FilterStage.init)
         startInactivityTimer(configuration.idleTimeout)
         return true
     }

@@ -45,20 +45,15 @@ final class ProxySession {
     private(set) var upstreamReadPending = false
 
     let capabilityRewriter: CapabilityRewriter
-    /// The rules' filter chains for this user; `nil` when none apply (then
-    /// the relay does no filtering work at all).
-    var engine: FilterEngine?
-    /// A client command being collected for the filters (up to a streamed literal).
-    var commandHead: CollectedFrame?
-    /// A server response being collected for the filters.
+    /// The rules' state for this user; `nil` when no rule applies.
+    var filters: FilterStage?
+    /// The rules' filter chains, when some rule applies.
+    var engine: FilterEngine? { filters?.engine }
+    /// A server response being collected whole: for the filters, or a long
+    /// line the capability rewriter must read.
     var responseHead: CollectedFrame?
-    /// The rest of a command the filters refused: its literal and lines are read and dropped.
+    /// The rest of a command the proxy refused: its literal and lines are read and dropped.
     var droppingClientFrame = false
-    /// A selected command whose literal streamed: its next parts are judged as they come.
-    var continuingCommand: ContinuingCommand?
-    /// Tags whose upstream answer the client must not see: a rule refused
-    /// the command mid-way and answered it already (`ContinuingCommand`).
-    var swallowedAnswers: Set<String> = []
     /// Reading the rest of an upstream answer that is swallowed.
     var swallowingUpstreamFrame = false
     /// The client's last command was IDLE: the next line must be DONE.
