@@ -59,6 +59,11 @@ public struct Frame: Sendable {
     /// The command or response name, upper-cased: `UID FETCH`, `FETCH` (for
     /// `* 5 FETCH`), `OK`, `LIST`, `DONE`; `nil` for continuation requests,
     /// SASL lines and lines without a recognizable name.
+    /// A frame of one line (no literals), e.g. a line segment read on its own.
+    public init(kind: FrameKind, line: ByteBuffer) {
+        self.init(kind: kind, segments: [line], literals: [], offset: 0, length: line.readableBytes)
+    }
+
     public var name: String? {
         switch kind {
         case .idleDone: return "DONE"

@@ -1,7 +1,14 @@
+import NIOCore
 /// `HOST:PORT`, or `[IPv6]:PORT`.
 public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     public var host: String
     public var port: Int
+
+    /// The address's IP and port, or `nil` for an address without them (a Unix socket).
+    public init?(_ address: SocketAddress?) {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return nil }
+        self.init(host: ip, port: port)
+    }
 
     public init(host: String, port: Int) {
         self.host = host

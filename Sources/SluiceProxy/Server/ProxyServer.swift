@@ -162,10 +162,7 @@ public final class ProxyServer: Sendable {
                         // never ends by itself, and a graceful shutdown would wait for it).
                         channel.closeFuture.whenComplete { _ in sessions.remove(id) }
                     } catch {
-                        var address = "-"
-                        if let remote = channel.remoteAddress, let ip = remote.ipAddress, let port = remote.port {
-                            address = "\(HostPort(host: ip, port: port))"
-                        }
+                        let address = HostPort(channel.remoteAddress)?.description ?? "-"
                         logger.warning("could not set up a client connection",
                                        metadata: ["client.address": "\(address)", "error": "\(error)"])
                         throw error

@@ -15,7 +15,7 @@ struct CapabilityRewriter {
     /// it carries no capability list (the common case: one cheap byte search).
     func rewrite(kind: FrameKind, line: ByteBuffer) -> ByteBuffer? {
         guard mayRewrite(kind: kind, line: line) else { return nil }
-        let frame = Frame(kind: kind, segments: [line], literals: [], offset: 0, length: line.readableBytes)
+        let frame = Frame(kind: kind, line: line)
         guard let response = try? frame.response() else { return nil }
         let options = EncodingOptions(receiver: .client)
         switch response {

@@ -9,7 +9,7 @@ import NIOSSL
 extension ProxySession {
     /// The name of a command or response from its first line (`UID FETCH`, `LIST`, `FETCH` for `* 3 FETCH`).
     static func name(of segment: LineSegment) -> String? {
-        Frame(kind: segment.kind, segments: [segment.bytes], literals: [], offset: 0, length: 0).name
+        Frame(kind: segment.kind, line: segment.bytes).name
     }
 
     /// Adds a line of the command being collected. Small LITERAL+ literals

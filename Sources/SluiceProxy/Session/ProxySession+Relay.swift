@@ -7,6 +7,12 @@ import NIOSSL
 
 /// The authenticated relay: client and upstream frames through `RelayStateMachine`, byte for byte.
 extension ProxySession {
+    /// Client bytes after login: each command line is checked (literal
+    /// gating, unreadable tags with rules, IDLE's DONE, COMPRESS), collected
+    /// for the rules when one selects it, and otherwise written upstream as
+    /// the slice it arrived in; literal bytes stream through. The order of
+    /// the checks matters: a frame being dropped or collected takes its
+    /// following segments before anything looks at them as new commands.
     func relayFromClient() throws {
         guard let upstream = upstreamChannel else { return }
         // Literal gating (DESIGN principle 4, review S2): after a line that
@@ -153,6 +159,14 @@ extension ProxySession {
         }
     }
 
+    /// Upstream bytes after login: each frame start goes through the relay
+    /// state machine first (a `+` may belong to the proxy's own held parts,
+    /// IDLE, or the client's literal; a tagged answer ends a command in
+    /// flight), then answers the rules swallowed are dropped, frames a rule
+    /// selects are collected, capability lists are rewritten, and the rest is
+    /// written to the client as the slices it arrived in (long untagged
+    /// lines in pieces). Afterwards the proxy's own queued answers go out, and
+    /// client bytes held behind a literal's `+` are taken.
     func relayFromUpstream() throws {
         while let event = try upstreamDecoder.framer.next(&upstreamBuffer) {
             switch event {

@@ -23,8 +23,7 @@ extension ProxySession {
         if rules, relay.commandsInFlight > 1 { return false }
         transparentLoginTag = segment.tag
         guard segment.endsFrame else { return !rules }
-        let frame = Frame(kind: .command, segments: [segment.bytes], literals: [], offset: 0,
-                          length: segment.bytes.readableBytes)
+        let frame = Frame(kind: .command, line: segment.bytes)
         defer { if rules, pendingTransparentUser != nil { transparentRulesPending = true } }
         guard let command = try? frame.command() else { return !rules }
         if let login = LoginCommand(command) {

@@ -90,7 +90,7 @@ extension ProxySession {
             record.endReason = .upstreamUnavailable(reason)
             logger.notice("upstream unavailable", metadata: ["reason": "\(reason)"])
             phase = .closed
-            clientChannel.writeAndFlush(ByteBuffer(string: "* BYE [UNAVAILABLE] Server is unavailable.\r\n")).whenComplete {
+            clientChannel.writeAndFlush(ByteBuffer(string: UnavailableReply.bye)).whenComplete {
                 [clientChannel] _ in clientChannel.close(promise: nil)
             }
         } else {

@@ -142,9 +142,7 @@ final class ProxySession {
         loginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.loginTimeout) {
             bound.value.loginDeadlinePassed()
         }
-        if let address = clientChannel.remoteAddress, let ip = address.ipAddress, let port = address.port {
-            logger[metadataKey: "client.address"] = "\(HostPort(host: ip, port: port))"
-        }
+        if let address = clientAddressText { logger[metadataKey: "client.address"] = "\(address)" }
         logger.info("session started")
         if configuration.mode == .transparent, let upstream = configuration.staticUpstream {
             phase = .connecting
@@ -154,7 +152,7 @@ final class ProxySession {
                 connectUpstream(route: Route(upstream: endpoint, login: .asUser("")), clientPassword: [])
             } catch {
                 record.endReason = .upstreamUnavailable("upstream TLS: \(error)")
-                writeToClient("* BYE [UNAVAILABLE] Server is unavailable.\r\n", flush: true)
+                writeToClient(UnavailableReply.bye, flush: true)
                 clientChannel.close(promise: nil)
             }
             return
@@ -191,8 +189,7 @@ final class ProxySession {
     }
 
     var clientAddressText: String? {
-        guard let address = clientChannel.remoteAddress, let ip = address.ipAddress, let port = address.port else { return nil }
-        return "\(HostPort(host: ip, port: port))"
+        HostPort(clientChannel.remoteAddress).map(\.description)
     }
 
     /// Whether the client handler may ask its channel for more bytes.
@@ -334,7 +331,7 @@ final class ProxySession {
         }
     }
 
-    static let unavailable = "NO [UNAVAILABLE] Server is unavailable."
+    static let unavailable = UnavailableReply.tagged
 
     func upstreamError(_ error: Error) {
         switch phase.kind {

@@ -64,7 +64,7 @@ struct UpstreamLoginStateMachine {
         switch state {
         case .greeting:
             guard case .status(let status) = response, status.tag == nil else {
-                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream greeting malformed")
+                return .failed(response: UnavailableReply.tagged, reason: "upstream greeting malformed")
             }
             switch status.status {
             case .ok:
@@ -77,20 +77,20 @@ struct UpstreamLoginStateMachine {
                 }
                 return capabilities.isEmpty ? askCapabilities() : startLogin()
             case .bye, .no, .bad:
-                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream refused the connection")
+                return .failed(response: UnavailableReply.tagged, reason: "upstream refused the connection")
             case .preauth:
-                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream greeted with PREAUTH")
+                return .failed(response: UnavailableReply.tagged, reason: "upstream greeted with PREAUTH")
             }
         case .startTLS:
             guard case .status(let status) = response, status.tag == currentTag else { return .none }
             guard status.status == .ok else {
-                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream refused STARTTLS")
+                return .failed(response: UnavailableReply.tagged, reason: "upstream refused STARTTLS")
             }
             state = .tlsHandshake
             capabilities = []  // RFC 3501 §6.2.1: forget what was learned before TLS
             return .startTLS
         case .tlsHandshake:
-            return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream sent data before the TLS handshake")
+            return .failed(response: UnavailableReply.tagged, reason: "upstream sent data before the TLS handshake")
         case .capability, .postLoginCapability:
             if case .data(let data) = response, let capability = CapabilityResponse(data) {
                 capabilities = capability.capabilities
@@ -101,13 +101,13 @@ struct UpstreamLoginStateMachine {
                 return loggedIn()
             }
             guard status.status == .ok else {
-                return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "upstream CAPABILITY failed")
+                return .failed(response: UnavailableReply.tagged, reason: "upstream CAPABILITY failed")
             }
             return startLogin()
         case .login(var remaining):
             if frame.kind == .continuationRequest {
                 guard !remaining.isEmpty else {
-                    return .failed(response: "NO [UNAVAILABLE] Server is unavailable.", reason: "unexpected continuation")
+                    return .failed(response: UnavailableReply.tagged, reason: "unexpected continuation")
                 }
                 let next = remaining.removeFirst()
                 state = .login(remaining: remaining)
@@ -165,7 +165,7 @@ struct UpstreamLoginStateMachine {
         let upper = Set(capabilities.map { $0.uppercased() })
         let has = { (name: String) in upper.contains(name) }
         if has("LOGINDISABLED") {
-            return .failed(response: "NO [UNAVAILABLE] Server is unavailable.",
+            return .failed(response: UnavailableReply.tagged,
                            reason: "upstream disallows login on this connection (configure TLS to it)")
         }
         // The ID goes first, in the same write; its tagged answer is not the
