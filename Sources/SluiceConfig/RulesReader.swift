@@ -6,14 +6,14 @@ import SluiceFilters
 /// scoped to users, in order (see docs/filters.md).
 enum RulesReader {
     /// Every kind of rule that becomes a filter, each read by its own file in Rules/.
-    static let readers: [any RuleReader.Type] = [
-        DenyRule.self, ReadOnlyRule.self, RenameMailboxesRule.self, HideMailboxesRule.self,
-        CapabilitiesRule.self, SpecialUseRule.self, AuditRule.self,
-    ]
-    private static let readersByKey = Dictionary(uniqueKeysWithValues: readers.map { ($0.key, $0) })
+    /// (Computed: metatypes are not `Sendable`, and this is read once per file.)
+    static var readers: [any RuleReader.Type] {
+        [DenyRule.self, ReadOnlyRule.self, RenameMailboxesRule.self, HideMailboxesRule.self,
+         CapabilitiesRule.self, SpecialUseRule.self, AuditRule.self]
+    }
 
     /// Every rule key; an entry has exactly one of them.
-    static let ruleKeys: Set<String> = Set(readers.map(\.key)).union(["rewrite_login"])
+    static var ruleKeys: Set<String> { Set(readers.map { $0.key }).union(["rewrite_login"]) }
     static let commonKeys: Set<String> = ["users"]
 
     /// Commands a `deny` or `audit` rule may name (`IMAPCommandCatalog`); a
@@ -22,6 +22,8 @@ enum RulesReader {
 
     static func read(_ value: YAMLValue, baseDirectory: String?, into configuration: inout ProxyConfiguration) {
         guard let list = value.list() else { return }
+        let ruleKeys = self.ruleKeys
+        let readersByKey = Dictionary(uniqueKeysWithValues: readers.map { ($0.key, $0) })
         var entries: [FilterSet.Entry] = []
         for item in list {
             guard let mapping = item.mapping() else { continue }

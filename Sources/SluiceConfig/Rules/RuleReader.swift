@@ -8,7 +8,7 @@ import SluiceFilters
 /// the filters so that a program embedding SluiceFilters does not link
 /// Yams (docs/design-notes.md, "Configuration apart from the proxy").
 /// Adding a rule: its filter, its reader, and one line in `RulesReader.readers`.
-protocol RuleReader: Sendable {
+protocol RuleReader {
     /// The rule's key in an entry (`deny`).
     static var key: String { get }
     /// Keys an entry of this kind may have besides its own and `users`.
