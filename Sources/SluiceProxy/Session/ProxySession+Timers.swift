@@ -26,13 +26,10 @@ extension ProxySession {
         loginDeadline = nil
     }
 
-    /// One scheduled check per session, re-armed only when it fires; marking
-    /// activity is a clock read per read event (docs/design-notes.md says
-    /// why not NIO's IdleStateHandler).
+    /// One scheduled check per session (`InactivityClock`).
     func startInactivityTimer(_ limit: TimeAmount) {
-        inactivityLimit = limit
-        lastActivity = .now()
-        scheduleInactivityCheck(at: lastActivity + limit)
+        inactivity.restart(limit: limit, now: .now())
+        scheduleInactivityCheck(at: inactivity.deadline)
     }
 
     func scheduleInactivityCheck(at deadline: NIODeadline) {
@@ -44,14 +41,13 @@ extension ProxySession {
     }
 
     func noteActivity() {
-        lastActivity = .now()
+        inactivity.noteActivity(now: .now())
     }
 
     func inactivityCheck() {
         inactivityTimer = nil
         guard phase.kind != .closed else { return }
-        let due = lastActivity + inactivityLimit
-        if NIODeadline.now() < due {
+        if case .checkAgain(let due) = inactivity.check(now: .now()) {
             scheduleInactivityCheck(at: due)
             return
         }
@@ -63,7 +59,7 @@ extension ProxySession {
         case .relay:
             // RFC 2177: a client in IDLE is not idle; it re-issues IDLE on its own schedule.
             if clientDecoder.framer.clientExpectation == .idleDone {
-                scheduleInactivityCheck(at: .now() + inactivityLimit)
+                scheduleInactivityCheck(at: .now() + inactivity.limit)
                 return
             }
             record.endReason = .idleTimeout

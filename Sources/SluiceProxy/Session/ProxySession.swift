@@ -95,8 +95,8 @@ final class ProxySession {
     var clientUsesTLS: Bool
     /// How long the client may go without bytes moving to or from it: the
     /// pre-auth timeout until login, then the idle timeout.
-    var inactivityLimit: TimeAmount
-    var lastActivity = NIODeadline.now()
+    var inactivity: InactivityClock
+    /// The one scheduled inactivity check (re-armed when it fires).
     var inactivityTimer: Scheduled<Void>?
     /// The proxy itself is closing the upstream (its closure is no news).
     var closingUpstream = false
@@ -121,7 +121,7 @@ final class ProxySession {
         if configuration.mode == .transparent { rewriter.removedNames = ["STARTTLS", "LOGINDISABLED"] }
         self.capabilityRewriter = rewriter
         self.clientChannel = clientChannel
-        self.inactivityLimit = configuration.preAuthTimeout
+        self.inactivity = InactivityClock(limit: configuration.preAuthTimeout, now: .now())
         self.logger = logger
         self.logger[metadataKey: "imap.session.id"] = "\(id)"
         preAuth = PreAuthStateMachine(security: security, greeting: configuration.greeting,
