@@ -892,6 +892,52 @@ def long_line_tests():
     check("B.4: a 12 MB * SEARCH line from the upstream reaches the client unchanged; proxy RSS grows < 6 MB",
           streamed_not_held)
 
+    def cut_line_is_malformed():
+        # Red team B.4 #2: a SEARCH line cut inside a number must not reach the client as a valid line.
+        line = b"* SEARCH " + b" ".join(b"%d" % n for n in range(100000, 120000))
+
+        def hook(conn, tag, verb, line_in, session):
+            if session["logged_in"] and verb == b"SEARCH":
+                conn.sendall(line[:100003])
+                time.sleep(0.5)
+                conn.close()
+                return True
+            return False
+        with FakeUpstream(hook) as fake, \
+                proxy("cutline", f'upstream: {{ address: "{fake.address}" }}\n') as sluice:
+            s = connect(sluice.port)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice pw\r\n")
+            read_until(s, rb"(^|\r\n)a OK[^\r\n]*\r\n")
+            s.sendall(b"b SEARCH ALL\r\n")
+            data = read_to_eof(s, 20)
+            s.close()
+            lines = data.split(b"\r\n")
+            search = [x for x in lines if x.startswith(b"* SEARCH")]
+            assert search and re.search(rb"\* BYE [^\r\n]*\r\n$", data), data[-200:]
+            assert search[0].endswith(b" ("), f"the cut line ends {search[0][-30:]!r}: it reads as a valid SEARCH"
+            assert_serving(sluice, "alice", "pw")
+    check("B.4 red team #2: a streamed line cut by the upstream's close ends in ' (' (malformed), then * BYE",
+          cut_line_is_malformed)
+
+    def transparent_deadline_mid_line():
+        # Red team B.4 #4: the login deadline's BYE must start a line of its own.
+        def stall(conn, tag, verb, line_in, session):
+            return False
+        fake = FakeUpstream(stall, greeting=b"* OK " + b"x" * 100_000)
+        try:
+            with proxy("transparent-deadline", f'mode: transparent\nupstream: {{ address: "{fake.address}" }}\n'
+                                               f"timeouts: {{ login: 2s }}") as sluice:
+                s = connect(sluice.port)
+                data = read_to_eof(s, 20)
+                s.close()
+                assert re.search(rb"\r\n\* BYE Login time exceeded\.\r\n$", data), data[-120:]
+                assert sluice.process.poll() is None, "sluice died"  # (this upstream never finishes a greeting)
+        finally:
+            fake.stop()
+    check("B.4 red team #4: transparent mode, the login deadline inside a half-sent greeting: * BYE on a line of its own",
+          transparent_deadline_mid_line)
+
 
 # ---------------------------------------------------------------------------
 # F5/F6: an upstream that stalls the login.

@@ -58,8 +58,14 @@ public struct IMAPFramer: Sendable {
     private(set) var scannedBytes = 0
     /// Bytes of the current line already handed out as pieces (`streamsLongLines`).
     private var lineBytesStreamed = 0
+    /// Bytes of the current line (after its pieces) known to hold no cut (`LineScan.PieceCut.none`).
+    private var lineBytesWithoutCut = 0
+    /// The current line is not cut at all (`LineScan.PieceCut.never`, or not an untagged response).
+    private var lineIsWhole = false
     /// Total bytes ever searched for a line feed (for tests: proves no rescans).
     private(set) var bytesSearched = 0
+    /// Total bytes looked at for a cut of a long line (for tests: proves no rescans).
+    private(set) var pieceBytesExamined = 0
 
     /// Untagged server lines longer than `IMAPLimits.streamedLinePiece` are
     /// handed out in pieces as they arrive (`LineSegment.continuesLine`)
@@ -74,6 +80,9 @@ public struct IMAPFramer: Sendable {
 
     /// Whether the framer is between frames (no partial frame consumed).
     public var isAtFrameBoundary: Bool { !frameOpen }
+
+    /// Whether pieces of a line went out and its end has not (`streamsLongLines`).
+    public var isInsideLine: Bool { lineBytesStreamed > 0 }
 
     /// Bytes of the current literal not yet consumed (0 outside literals).
     public var literalBytesRemaining: UInt64 { literalRemaining }
@@ -162,6 +171,8 @@ public struct IMAPFramer: Sendable {
             classifyFrame(scan)
         }
         lineBytesStreamed = 0
+        lineBytesWithoutCut = 0
+        lineIsWhole = false
 
         var literal: LiteralHeader? = nil
         if frameMayCarryLiterals {
@@ -209,17 +220,37 @@ public struct IMAPFramer: Sendable {
     /// or `nil` to wait for the line feed: another kind of frame, or a giant
     /// last word.
     private mutating func nextLinePiece(_ buffer: inout ByteBuffer) throws(IMAPFramingError) -> FrameEvent? {
+        guard !lineIsWhole else { return nil }
         let isFrameStart = !frameOpen
-        let piece: LineScan? = buffer.withUnsafeReadableBytes { bytes in
-            LineScan.piece(in: bytes, peer: peer, startsLine: lineBytesStreamed == 0)
-        }
-        guard let piece else { return nil }
+        // Only untagged responses are cut (decided before any scan: a tagged
+        // or `+` line costs nothing here however long it grows).
         if isFrameStart {
-            guard piece.firstByte == UInt8(ascii: "*") else { return nil }
-            classifyFrame(piece)
+            guard buffer.readableBytes > 0, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == UInt8(ascii: "*") else {
+                lineIsWhole = true
+                return nil
+            }
         } else if frameKind != .untaggedResponse {
+            lineIsWhole = true
             return nil
         }
+        let known = lineBytesWithoutCut
+        let peer = self.peer
+        let cut = buffer.withUnsafeReadableBytes { bytes in
+            LineScan.piece(in: bytes, peer: peer, startsLine: isFrameStart, known: known)
+        }
+        pieceBytesExamined += max(0, buffer.readableBytes - known)
+        let piece: LineScan
+        switch cut {
+        case .cut(let scan):
+            piece = scan
+        case .none(let upTo):
+            lineBytesWithoutCut = upTo
+            return nil
+        case .never:
+            lineIsWhole = true
+            return nil
+        }
+        if isFrameStart { classifyFrame(piece) }
         if let nul = piece.nulOffset {
             throw IMAPFramingError(.nulByte, tag: openFrameTag(buffer), offset: streamOffset + nul)
         }
@@ -235,6 +266,7 @@ public struct IMAPFramer: Sendable {
         frameOpen = true
         streamOffset += piece.lineLength
         lineBytesStreamed += piece.lineLength
+        lineBytesWithoutCut = 0
         scannedBytes = buffer.readableBytes
         return .line(LineSegment(
             bytes: bytes, kind: frameKind, isFrameStart: isFrameStart, literal: nil, continuesLine: true,
@@ -289,6 +321,8 @@ public struct IMAPFramer: Sendable {
     private mutating func endFrame() {
         frameOpen = false
         lineBytesStreamed = 0
+        lineBytesWithoutCut = 0
+        lineIsWhole = false
         frameTextLength = 0
         frameLiteralCount = 0
         frameFirstSegment = nil

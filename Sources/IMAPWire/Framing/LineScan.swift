@@ -80,46 +80,76 @@ struct LineScan {
         return scan
     }
 
+    /// Where a line whose line feed has not arrived may be cut (`IMAPFramer.streamsLongLines`).
+    enum PieceCut {
+        /// The first `LineScan.lineLength` bytes may go.
+        case cut(LineScan)
+        /// No cut in the first `upTo` bytes: they hold a `{` and no space or
+        /// `(` at all (one giant word that could end in a literal
+        /// announcement). The next attempt looks only at bytes after them.
+        case none(upTo: Int)
+        /// The line's first piece must hold its first two words (whether it
+        /// is a status response decides how its end reads); they are longer
+        /// than `maxHeadLength`: this line is not cut at all.
+        case never
+    }
+
+    /// Longest first two words of a line that is cut into pieces.
+    static let maxHeadLength = 1024
+
     /// The first bytes of a line whose line feed has not arrived, as far as
     /// they can be handed out without changing how the line's end is read:
     /// the cut never separates the last word from a `{` it might announce a
     /// literal with (`literalAnnouncement` reads the last word only), and the
-    /// last 32 bytes stay (a whole announcement and its CR). `nil` when no such
-    /// cut exists (one giant word holding a `{`).
-    static func piece(in bytes: UnsafeRawBufferPointer, peer: IMAPPeer, startsLine: Bool) -> LineScan? {
-        guard let base = bytes.baseAddress, bytes.count > 32 else { return nil }
-        var cut = bytes.count - 32
+    /// last 32 bytes stay (a whole announcement and its CR). A line's first
+    /// piece holds its first two words.
+    ///
+    /// Linear overall: `known` bytes (from an earlier `.none(upTo:)`) are not
+    /// looked at again, and what is cut is consumed.
+    static func piece(in bytes: UnsafeRawBufferPointer, peer: IMAPPeer, startsLine: Bool, known: Int) -> PieceCut {
+        guard let base = bytes.baseAddress, bytes.count > 32 else { return .none(upTo: known) }
+        var firstSpace: Int? = nil
+        var secondSpace: Int? = nil
+        if startsLine {
+            let head = min(bytes.count, maxHeadLength)
+            guard let space = memchr(base, 0x20, head) else { return .never }
+            let first = base.distance(to: UnsafeRawPointer(space))
+            guard first + 1 < head, let next = memchr(base + first + 1, 0x20, head - first - 1) else { return .never }
+            firstSpace = first
+            secondSpace = base.distance(to: UnsafeRawPointer(next))
+        }
+        let end = bytes.count - 32
+        var cut = end
         if bytes[cut - 1] == UInt8(ascii: "~") { cut -= 1 }
+        // Back from the end to the last space or `(`: is there a `{` after it?
         var index = cut - 1
-        while index >= 0 && bytes[index] != 0x20 && bytes[index] != UInt8(ascii: "(") {
-            if bytes[index] == UInt8(ascii: "{") {
-                // The word this `{` is in may end the line: cut before the word.
-                while index >= 0 && bytes[index] != 0x20 && bytes[index] != UInt8(ascii: "(") { index -= 1 }
-                guard index >= 0 else { return nil }
-                cut = index + 1
-                break
-            }
+        var brace = false
+        while index >= known && bytes[index] != 0x20 && bytes[index] != UInt8(ascii: "(") {
+            if bytes[index] == UInt8(ascii: "{") { brace = true }
             index -= 1
         }
-        guard cut > 0 else { return nil }
+        if index < known {
+            // No space or `(` in the new bytes, and the last word below `known`
+            // holds a `{` (that is why they are known); without `known`, the
+            // whole line was seen: one word.
+            if known > 0 || brace { return .none(upTo: end) }
+        } else if brace {
+            cut = index + 1  // the word after the last space holds a `{`: cut before it
+        }
+        // Not inside the first two words; the last word holds a `{` then, so
+        // bytes up to `end` need not be looked at again.
+        if let secondSpace, cut <= secondSpace { return .none(upTo: end) }
+        guard cut > 0 else { return .none(upTo: end) }
         var nulOffset: Int? = nil
         if let nul = memchr(base, 0, cut) { nulOffset = base.distance(to: UnsafeRawPointer(nul)) }
         var scan = LineScan(
-            lineLength: cut, nulOffset: nulOffset, firstByte: bytes[0], firstSpace: nil, secondSpace: nil,
+            lineLength: cut, nulOffset: nulOffset, firstByte: bytes[0], firstSpace: firstSpace, secondSpace: secondSpace,
             isDone: false, secondWord: .other, secondWordIsStatus: false, literal: .none)
-        guard startsLine else { return scan }
-        if let space = memchr(base, 0x20, cut) {
-            let first = base.distance(to: UnsafeRawPointer(space))
-            scan.firstSpace = first
-            if first + 1 < cut, let next = memchr(base + first + 1, 0x20, cut - first - 1) {
-                scan.secondSpace = base.distance(to: UnsafeRawPointer(next))
-            }
-        }
-        if peer == .server {
+        if startsLine && peer == .server {
             let line = UnsafeRawBufferPointer(start: base, count: cut)
-            scan.secondWordIsStatus = secondWord(line, firstSpace: scan.firstSpace, secondSpace: scan.secondSpace).isStatus
+            scan.secondWordIsStatus = secondWord(line, firstSpace: firstSpace, secondSpace: secondSpace).isStatus
         }
-        return scan
+        return .cut(scan)
     }
 
     private static func secondWord(

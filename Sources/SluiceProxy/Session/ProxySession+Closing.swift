@@ -48,8 +48,13 @@ extension ProxySession {
     /// with spaces (a BYE there would be read as message bytes), then the
     /// line is ended without its closing parenthesis, so the truncated
     /// response is malformed and no client can take it for complete data.
+    /// A line cut inside its text (streamed in pieces) gets ` (` first: a
+    /// `* SEARCH 1 2 11` cut from `… 114` must not read as a valid answer
+    /// (red team B.4 #2); an unclosed parenthesis, or an unclosed quoted
+    /// string, is a syntax error in every response but free text.
     func endUpstreamFrameForBye() {
         guard !upstreamDecoder.framer.isAtFrameBoundary else { return }
+        if upstreamDecoder.framer.isInsideLine { clientChannel.write(ByteBuffer(string: " ("), promise: nil) }
         var remaining = upstreamDecoder.framer.literalBytesRemaining
         if remaining > 0 {
             logger.notice("upstream closed inside a literal; padding it for the client",

@@ -14,6 +14,8 @@ extension ProxySession {
         guard !loggedIn, phase.kind != .closed else { return }
         record.endReason = .loginTimeout
         logger.notice("login time exceeded")
+        // Transparent mode relays the upstream's lines before login: one may be half sent.
+        if phase.kind == .relay { endUpstreamFrameForBye() }
         phase = .closed
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
