@@ -18,6 +18,7 @@ import Darwin
 extension ProxyConfiguration {
     public static let fileKeys: Set<String> = [
         "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log", "rules", "threads",
+        "admin",
     ]
 
     /// Reads and validates the file at `path`.
@@ -134,6 +135,21 @@ private struct FileReader {
         if let value = fields["log"], let log = value.fields(["format", "level"]) {
             if let format = log["format"]?.oneOf(ProxyConfiguration.LogFormat.self) { configuration.logFormat = format }
             if let level = log["level"]?.oneOf(ProxyConfiguration.LogLevel.self) { configuration.logLevel = level }
+        }
+        if let value = fields["admin"], let admin = value.fields(["listen", "allow_remote"]) {
+            guard let listenValue = admin["listen"] else {
+                value.report("admin needs listen: HOST:PORT")
+                return
+            }
+            let allowRemote = admin["allow_remote"]?.bool() ?? false
+            if let address = hostPort(listenValue) {
+                if !allowRemote && !address.isLoopback {
+                    listenValue.report("the admin listener serves metrics without authentication: use a loopback address, "
+                        + "or set allow_remote: true")
+                } else {
+                    configuration.admin = address
+                }
+            }
         }
     }
 

@@ -54,9 +54,16 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (log.level).")
     var logLevel: ProxyConfiguration.LogLevel?
 
+    @Option(name: .customLong("admin-listen"), help: "HTTP address for /metrics, /health and /ready, on loopback (admin.listen).")
+    var adminListen: String?
+
     func validate() throws {
         for address in listen { _ = try hostPort(address, option: "--listen") }
         if let upstream { _ = try hostPort(upstream, option: "--upstream") }
+        if let adminListen, !(try hostPort(adminListen, option: "--admin-listen")).isLoopback {
+            throw ValidationError("--admin-listen: the admin listener serves metrics without authentication; "
+                + "give a loopback address (or admin.listen with allow_remote: true in the file)")
+        }
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         for (option, path) in [("--cert", cert), ("--key", key), ("--upstream-ca", upstreamCA), ("--config", config)] {
             if let path, access(path, R_OK) != 0 { throw ValidationError("\(option): cannot read \(path)") }
@@ -115,6 +122,7 @@ struct ConfigurationOptions: ParsableArguments {
             }
         }
         if let logLevel { configuration.logLevel = logLevel }
+        if let adminListen, let address = try? HostPort(adminListen) { configuration.admin = address }
         issues += configuration.completenessIssues(file: config)
         if !issues.isEmpty { throw ConfigurationErrors(issues) }
         return configuration
@@ -155,10 +163,19 @@ struct RunCommand: AsyncParsableCommand {
         let logger = Logger(label: "sluice")
         if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }
         raiseOpenFileLimit(logger: logger)
+        // Metrics are created by the server: the backend goes in first.
+        let registry = configuration.admin.map { _ in PrometheusMetricsExport.bootstrap() }
         let server = try ProxyServer(configuration: configuration, logger: logger)
         let reloader = SignalHandler(signal: SIGHUP) { server.reload() }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let admin = configuration.admin, let registry {
+            // Before the proxy in the group: shut down after it, so /ready says 503 through the drain.
+            let routes = AdminService.Routes(metrics: { registry.render() }, isReady: { server.isReady })
+            services.append(.init(service: AdminService(address: admin, routes: routes, logger: logger)))
+        }
+        services.append(.init(service: ProxyService(server: server, gracePeriod: configuration.shutdownGracePeriod)))
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: ProxyService(server: server, gracePeriod: configuration.shutdownGracePeriod))],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()

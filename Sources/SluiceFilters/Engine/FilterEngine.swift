@@ -58,6 +58,8 @@ public final class FilterEngine {
     /// Each filter's selections, asked once (filters may compute them).
     private let commandSelections: [CommandSelection]
     private let responseSelections: [ResponseSelection]
+    /// Each filter's kind, the `rule` label of its metrics.
+    private let ruleKinds: [RuleKind]
     private let commandNames: CommandSelection
     private let untaggedNames: Set<String>
     private let taggedFor: CommandSelection
@@ -70,6 +72,7 @@ public final class FilterEngine {
 
     init(filters: [any Filter], context: FilterContext) {
         self.filters = filters
+        ruleKinds = filters.map(RuleMetrics.kind(of:))
         self.context = context
         commandSelections = filters.map(\.commands)
         responseSelections = filters.map(\.responses)
@@ -153,6 +156,7 @@ public final class FilterEngine {
             context.logger.notice("selected command refused: it does not parse", metadata: [
                 "imap.command": "\(frame.name ?? "-")", "parse.error": "\(error.hint)",
             ])
+            RuleMetrics.refused[.failClosed]?.increment()
             return .respond(ByteBuffer(string: "\(frame.tag ?? "*") BAD \(error.hint).\r\n"))
         }
         let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral,
@@ -207,9 +211,22 @@ public final class FilterEngine {
         while index < filters.count, !commandSelections[index].contains(command.name) { index += 1 }
         guard index < filters.count else { return .forward(command) }
         let next = index + 1
-        return filters[index].handle(command: command, context: context) { command, _ in
-            self.runCommand(command, from: next)
+        var passedOn: CommandOutcome?
+        let outcome = filters[index].handle(command: command, context: context) { command, _ in
+            let outcome = self.runCommand(command, from: next)
+            passedOn = outcome
+            return outcome
         }
+        // A refusal is counted for the rule that made it, not for those it passes through.
+        if FilterEngine.isRefusal(outcome), passedOn.map(FilterEngine.isRefusal) != true {
+            RuleMetrics.refused[ruleKinds[index]]?.increment()
+        }
+        return outcome
+    }
+
+    private static func isRefusal(_ outcome: CommandOutcome) -> Bool {
+        guard case .reply(let reply) = outcome else { return false }
+        return reply.status == .no || reply.status == .bad
     }
 
     // MARK: - Responses
@@ -354,9 +371,24 @@ public final class FilterEngine {
         while index >= 0, !selects(responseSelections[index], response) { index -= 1 }
         guard index >= 0 else { return .forward(response) }
         let next = index - 1
-        return filters[index].handle(response: response, context: context) { response, _ in
-            self.runResponse(response, from: next)
+        var passedOn: ResponseOutcome?
+        let outcome = filters[index].handle(response: response, context: context) { response, _ in
+            let outcome = self.runResponse(response, from: next)
+            passedOn = outcome
+            return outcome
         }
+        // Counted for the rule that changed the response, not for those it passes through.
+        if FilterEngine.changes(outcome), passedOn.map(FilterEngine.changes) != true {
+            RuleMetrics.rewritten[ruleKinds[index]]?.increment()
+        }
+        return outcome
+    }
+
+    /// Anything but the response passed on as it came: a rewrite, a removal,
+    /// holding it back, or releasing what was held.
+    private static func changes(_ outcome: ResponseOutcome) -> Bool {
+        if case .forward(let response) = outcome { return response.isRewritten }
+        return true
     }
 
     private func selects(_ selection: ResponseSelection, _ response: ServerResponse) -> Bool {

@@ -2,7 +2,9 @@ import IMAPWire
 
 /// Refuses commands by name (UID forms included), optionally only when they
 /// name a mailbox matching one of `mailboxes`.
-public struct DenyCommandsFilter: Filter {
+public struct DenyCommandsFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .deny }
+
     public let names: Set<String>
     public let mailboxes: [Glob]
     public let reply: TaggedReply
@@ -93,7 +95,9 @@ public struct DenyCommandsFilter: Filter {
 /// Read-only access: SELECT becomes EXAMINE (so its tagged reply says
 /// `[READ-ONLY]` and nothing sets `\Seen`), every mutating command is
 /// refused with `NO [NOPERM]`.
-public struct ReadOnlyFilter: Filter {
+public struct ReadOnlyFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .readOnly }
+
     public static let mutatingCommands = IMAPCommandCatalog.mutatingNames
 
     public init() {}
@@ -114,7 +118,9 @@ public struct ReadOnlyFilter: Filter {
 
 /// Adds and removes capability names everywhere the client sees them, and
 /// refuses the commands of removed extensions with `BAD`.
-public struct CapabilityFilter: Filter {
+public struct CapabilityFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .capabilities }
+
     public let remove: Set<String>
     public let add: [String]
     public init(remove: Set<String>, add: [String]) {

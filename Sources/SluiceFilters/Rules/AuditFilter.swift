@@ -121,7 +121,9 @@ extension FilterSet {
 /// One audit line per chosen command: time, user, client, command, mailbox,
 /// result and duration. Never arguments beyond the mailbox, never message
 /// content or credentials.
-public struct AuditFilter: Filter {
+public struct AuditFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .audit }
+
     public let names: Set<String>
     public let log: AuditLog
 

@@ -78,7 +78,9 @@ public struct RuleError: Error, CustomStringConvertible, Sendable {
 /// Renames mailboxes in both directions: in every command that names one
 /// (and LIST/LSUB references and patterns), and in LIST, LSUB (with
 /// OLDNAME) and STATUS responses.
-public struct RenameMailboxesFilter: Filter {
+public struct RenameMailboxesFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .renameMailboxes }
+
     public let renaming: MailboxRenaming
 
     public init(renaming: MailboxRenaming) { self.renaming = renaming }
@@ -143,7 +145,9 @@ public struct RenameMailboxesFilter: Filter {
 /// LIST and LSUB responses are held until the command's tagged reply, so a
 /// mailbox whose only children are hidden can say `\HasNoChildren` instead
 /// of `\HasChildren` (when the pattern listed its children at all).
-public struct HideMailboxesFilter: Filter {
+public struct HideMailboxesFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .hideMailboxes }
+
     public let patterns: [Glob]
     /// Responses held per LIST before they are released uncorrected (bounds memory).
     public static let maxHeld = IMAPLimits.maxHeldListResponses
@@ -252,7 +256,9 @@ public struct HideMailboxesFilter: Filter {
 
 /// Adds special-use attributes (`\Sent`, `\Trash` …, RFC 6154) to LIST
 /// responses by mailbox name, for servers without SPECIAL-USE.
-public struct SpecialUseFilter: Filter {
+public struct SpecialUseFilter: Filter, BuiltInRule {
+    var ruleKind: RuleKind { .specialUse }
+
     public static let attributes: Set<String> = ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"]
     public let byName: [String: String]
 

@@ -35,7 +35,13 @@ public struct ProxyConfiguration: Sendable {
             self.port = port
             self.security = security
         }
+
+        /// `HOST:PORT` as configured: the `listener` label of the session metrics.
+        public var name: String { "\(HostPort(host: host, port: port))" }
     }
+
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`); off when `nil`.
+    public var admin: HostPort?
 
     /// PEM files for the listeners' TLS.
     public struct Certificate: Sendable {

@@ -41,6 +41,9 @@ struct PreAuthStateMachine {
         case loginPassword(user: [UInt8])
     }
 
+    /// How the client's current (or last) login was given.
+    private(set) var loginMechanism: LoginMechanism = .login
+
     let security: ProxyConfiguration.ListenerSecurity
     let greetingText: String
     let maxBadCommands: Int
@@ -167,7 +170,7 @@ struct PreAuthStateMachine {
             guard let command, let login = LoginCommand(command) else {
                 return bad("\(tag) BAD Invalid LOGIN arguments.\r\n")
             }
-            return startLogin(tag: tag, credentials: Credentials(user: login.user, password: login.password))
+            return startLogin(tag: tag, credentials: Credentials(user: login.user, password: login.password), mechanism: .login)
         case "AUTHENTICATE":
             if loginDisabled {
                 return bad("\(tag) NO [PRIVACYREQUIRED] Authentication is disallowed without TLS.\r\n")
@@ -244,7 +247,7 @@ struct PreAuthStateMachine {
             return .send("+ UGFzc3dvcmQ6\r\n")
         case .loginPassword(let user):
             guard let password = decodeSASL(response) else { return bad("\(tag) BAD Invalid BASE64.\r\n") }
-            return startLogin(tag: tag, credentials: Credentials(user: user, password: password))
+            return startLogin(tag: tag, credentials: Credentials(user: user, password: password), mechanism: .login)
         }
     }
 
@@ -258,7 +261,7 @@ struct PreAuthStateMachine {
         guard authorization.isEmpty || authorization == user else {
             return bad("\(tag) NO [AUTHORIZATIONFAILED] Logging in as another user is not supported.\r\n")
         }
-        return startLogin(tag: tag, credentials: Credentials(user: user, password: Array(parts[2])))
+        return startLogin(tag: tag, credentials: Credentials(user: user, password: Array(parts[2])), mechanism: .plain)
     }
 
     /// `=` is an empty response (RFC 4959 §3).
@@ -266,8 +269,9 @@ struct PreAuthStateMachine {
         encoded == [UInt8(ascii: "=")] ? [] : Base64.decode(encoded)
     }
 
-    private mutating func startLogin(tag: String, credentials: Credentials) -> Action {
+    private mutating func startLogin(tag: String, credentials: Credentials, mechanism: LoginMechanism) -> Action {
         state = .loggingIn(tag: tag)
+        loginMechanism = mechanism
         return .login(tag: tag, credentials: credentials)
     }
 

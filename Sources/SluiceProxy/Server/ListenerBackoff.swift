@@ -30,8 +30,12 @@ final class ListenerBackoff: ChannelInboundHandler {
     private var suppressed = 0
     private var resume: Scheduled<Void>?
 
-    init(logger: Logger, listener: String, pause: TimeAmount = .seconds(1), logInterval: TimeAmount = .seconds(10)) {
+    private let metrics: ProxyMetrics?
+
+    init(logger: Logger, listener: String, metrics: ProxyMetrics? = nil, pause: TimeAmount = .seconds(1),
+         logInterval: TimeAmount = .seconds(10)) {
         self.logger = logger
+        self.metrics = metrics
         self.listener = listener
         self.pause = pause
         self.logInterval = logInterval
@@ -48,6 +52,7 @@ final class ListenerBackoff: ChannelInboundHandler {
             return
         }
         report(ioError)
+        if [EMFILE, ENFILE].contains(ioError.errnoCode) { metrics?.connectionRefused(.descriptors) }
         guard resume == nil, let options = context.channel.syncOptions else { return }
         try? options.setOption(.autoRead, value: false)
         let channel = context.channel

@@ -15,6 +15,10 @@ public final class ProxyServer: Sendable {
     private let sessions = SessionRegistry()
     private let limiter: ConnectionLimiter
     private let penalty: LoginPenalty
+    /// Created once, after the metrics backend is bootstrapped (docs/operations.md).
+    public let metrics: ProxyMetrics
+    /// Listeners accept connections (`/ready`); false once shutdown began.
+    private let accepting = NIOLockedValueBox(false)
 
     /// Builds TLS contexts and the router (a static upstream or the routing
     /// map) from `configuration`; `router` replaces the configured routing.
@@ -38,7 +42,11 @@ public final class ProxyServer: Sendable {
         self.logger = logger
         limiter = ConnectionLimiter(maxConnections: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
         penalty = LoginPenalty(baseDelay: configuration.loginFailureDelay, maximum: configuration.maxLoginPenalty)
+        metrics = ProxyMetrics(listeners: configuration.listeners.map(\.name))
     }
+
+    /// Whether the listeners are up and not shutting down (the admin listener's `/ready`).
+    public var isReady: Bool { accepting.withLockedValue { $0 } }
 
     /// Binds every listener; returns their bound addresses.
     public func start() async throws -> [SocketAddress] {
@@ -52,11 +60,13 @@ public final class ProxyServer: Sendable {
                 "listen.security": "\(listener.security.rawValue)",
             ])
         }
+        accepting.withLockedValue { $0 = true }
         return addresses
     }
 
     /// Stops accepting connections.
     public func stop() async {
+        accepting.withLockedValue { $0 = false }
         let toClose = channels.withLockedValue { channels in
             defer { channels.removeAll() }
             return channels
@@ -90,21 +100,26 @@ public final class ProxyServer: Sendable {
     /// logs (logrotate). What fails to load is reported and the previous
     /// version stays in use.
     public func reload() {
+        var succeeded = true
         do {
             try tls.store?.reload()
             if tls.store != nil { logger.info("certificates reloaded") }
         } catch {
+            succeeded = false
             logger.error("certificate reload failed; keeping the previous certificates", metadata: ["error": "\(error)"])
         }
         do {
             try router.reload()
             logger.info("routing reloaded")
         } catch {
+            succeeded = false
             logger.error("routing reload failed; keeping the previous routing", metadata: ["error": "\(error)"])
         }
         for path in configuration.filters.reopenAuditLogs() {
+            succeeded = false
             logger.error("audit log reopen failed; keeping the previous file", metadata: ["audit.file": "\(path)"])
         }
+        metrics.configReloaded(succeeded: succeeded)
         logger.notice("the main configuration file is not re-read on SIGHUP; restart to apply its changes")
     }
 
@@ -116,6 +131,7 @@ public final class ProxyServer: Sendable {
         let sessions = self.sessions
         let limiter = self.limiter
         let penalty = self.penalty
+        let metrics = self.metrics
         let tuning = ChannelTuning(configuration)
         let listenAddress = "\(HostPort(host: listener.host, port: listener.port))"
         return ServerBootstrap(group: group)
@@ -123,13 +139,15 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ListenerBackoff(logger: logger, listener: listenAddress))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ListenerBackoff(logger: logger, listener: listenAddress, metrics: metrics))
                 }
             }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let ip = channel.remoteAddress?.ipAddress
                     if let refusal = limiter.acquire(ip: ip) {
+                        metrics.connectionRefused(refusal == .limit ? .limit : .perIPLimit)
                         logger.notice("connection refused", metadata: [
                             "client.address": "\(ip ?? "-")", "reason": "\(refusal.rawValue)",
                         ])
@@ -148,7 +166,7 @@ public final class ProxyServer: Sendable {
                         let id = sessions.nextID()
                         let session = ProxySession(id: id, configuration: configuration, security: listener.security,
                                                    tls: tls, router: router, penalty: penalty, clientChannel: channel,
-                                                   logger: logger)
+                                                   logger: logger, metrics: metrics, listener: listener.name)
                         let pipeline = channel.pipeline.syncOperations
                         if listener.security == .implicit, let context = tls.server {
                             try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)

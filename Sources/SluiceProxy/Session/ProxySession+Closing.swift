@@ -156,6 +156,11 @@ extension ProxySession {
     func end() {
         guard !ended else { return }
         ended = true
+        listenerMetrics?.active.decrement()
+        if let started = loginStarted {
+            metrics.login(.aborted, mechanism: preAuth.loginMechanism, duration: .now() - started)
+            loginStarted = nil
+        }
         phase = .closed
         inactivityTimer?.cancel()
         inactivityTimer = nil

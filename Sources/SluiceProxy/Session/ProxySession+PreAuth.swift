@@ -42,6 +42,7 @@ extension ProxySession {
         case .startTLS(let ok):
             startClientTLS(ok: ok)
         case .login(_, let credentials):
+            loginStarted = .now()
             phase = .loggingIn(nil)
             user = credentials.userName
             logger[metadataKey: "imap.user"] = "\(credentials.userName)"

@@ -66,12 +66,15 @@ extension ProxySession {
             phase = .loggingIn(UpstreamLoginAttempt(machine: machine, upstream: upstream, groups: route.groups))
         }
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        let connectStarted = NIODeadline.now()
+        let upstreamName = route.upstreamName
         connector.connect(to: upstream, on: clientChannel.eventLoop) {
             UpstreamHandler(session: bound.value)
         }.whenComplete { result in
             let session = bound.value
             switch result {
             case .success(let channel):
+                session.metrics.upstreamConnected(upstreamName, after: .now() - connectStarted)
                 session.upstreamChannel = channel
                 if session.phase.kind == .connecting {
                     session.startTransparentRelay()
@@ -158,6 +161,7 @@ extension ProxySession {
         }
         let action = preAuth.loginSucceeded(capabilities: offered)
         if case .send(let ok) = action { writeToClient(ok, flush: true) }
+        loginAnswered(.ok)
         clientDecoder.framer.limits = configuration.clientLimits
         upstreamDecoder.framer.limits = configuration.serverLimits
         upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
@@ -196,8 +200,16 @@ extension ProxySession {
             guard session.phase.kind == .loginFailed else { return }
             session.phase = .preAuth
             session.perform(session.preAuth.loginFailed(response: response))
+            session.loginAnswered(response == ProxySession.unavailable ? .unavailable : .rejected)
             session.processClient()
             session.resumeReads()
         }
+    }
+
+    /// The client's login got its tagged answer: counted and timed.
+    func loginAnswered(_ result: ProxyMetrics.LoginResult) {
+        guard let started = loginStarted else { return }
+        loginStarted = nil
+        metrics.login(result, mechanism: preAuth.loginMechanism, duration: .now() - started)
     }
 }

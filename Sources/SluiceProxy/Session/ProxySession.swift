@@ -72,6 +72,12 @@ final class ProxySession {
 
     /// Who, how much, how long, why it ended: the end-of-session line.
     var record = SessionRecord()
+    let metrics: ProxyMetrics
+    let listenerMetrics: ProxyMetrics.ListenerMetrics?
+    /// When the client's login command arrived (until its answer is sent): `sluice_login_duration_seconds`.
+    var loginStarted: NIODeadline?
+    /// The client's TLS handshake completed (implicit or STARTTLS).
+    var clientHandshakeDone = false
     /// The user who logged in (or is logging in).
     var user: String? {
         get { record.user }
@@ -108,8 +114,11 @@ final class ProxySession {
     var ended = false
 
     init(id: Int, configuration: ProxyConfiguration, security: ProxyConfiguration.ListenerSecurity,
-         tls: ProxyTLS, router: any Router, penalty: LoginPenalty, clientChannel: Channel, logger: Logger) {
+         tls: ProxyTLS, router: any Router, penalty: LoginPenalty, clientChannel: Channel, logger: Logger,
+         metrics: ProxyMetrics, listener: String) {
         self.id = id
+        self.metrics = metrics
+        self.listenerMetrics = metrics.listener(listener)
         self.penalty = penalty
         self.relay = RelayStateMachine(maxCommandsInFlight: configuration.maxCommandsInFlight)
         self.configuration = configuration
@@ -137,6 +146,8 @@ final class ProxySession {
     // MARK: - Client side
 
     func clientActive() {
+        listenerMetrics?.active.increment()
+        listenerMetrics?.total.increment()
         startInactivityTimer(configuration.preAuthTimeout)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         loginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.loginTimeout) {
@@ -163,6 +174,7 @@ final class ProxySession {
     func clientRead(_ data: ByteBuffer) {
         noteActivity()
         record.bytesFromClient += data.readableBytes
+        metrics.bytesFromClient.increment(by: data.readableBytes)
         append(data, to: &clientBuffer)
         processClient()
     }
@@ -176,12 +188,17 @@ final class ProxySession {
     }
 
     func clientError(_ error: Error) {
+        if !clientHandshakeDone, error is NIOSSLError || error is BoringSSLError {
+            metrics.tlsHandshake(.client, succeeded: false)
+        }
         record.endReason = .clientError("\(error)")
         clientChannel.close(promise: nil)
     }
 
     func clientTLSEstablished() {
         clientUsesTLS = true
+        clientHandshakeDone = true
+        metrics.tlsHandshake(.client, succeeded: true)
         preAuth.tlsEstablished()
         // Bytes that arrived after the handshake and before this event wait in the buffer.
         if phase.kind == .preAuth, clientBuffer.readableBytes > 0 { processClient() }
@@ -254,6 +271,7 @@ final class ProxySession {
                 break
             }
         } catch let error as IMAPFramingError {
+            metrics.framingError(.client)
             record.endReason = .clientFramingError(hint: error.hint)
             let answer = error.tag.map { "\($0) BAD \(error.hint)\r\n" } ?? ""
             // A response still streaming to the client is cut where it is
@@ -273,6 +291,7 @@ final class ProxySession {
 
     func upstreamRead(_ data: ByteBuffer) {
         record.bytesFromUpstream += data.readableBytes
+        metrics.bytesFromUpstream.increment(by: data.readableBytes)
         append(data, to: &upstreamBuffer)
         do {
             switch phase.kind {
@@ -285,13 +304,14 @@ final class ProxySession {
                 upstreamBuffer.clear()
             }
         } catch let error as IMAPFramingError {
+            metrics.framingError(.upstream)
             let reason = EndReason.upstreamFramingError(hint: error.hint)
             if phase.kind == .loggingIn {
                 loginFailed(response: ProxySession.unavailable, reason: reason.text)
             } else if phase.kind == .relay {
                 // The client learns the session is over (review F7): the
                 // response cut where the framer failed, then a BYE.
-                logger.notice("upstream framing error", metadata: ["error": "\(error.hint)"])
+                logger.warning("upstream framing error", metadata: ["error": "\(error.hint)"])
                 upstreamEnded(reason: reason)
             } else {
                 record.endReason = reason
@@ -308,6 +328,7 @@ final class ProxySession {
     }
 
     func upstreamTLSEstablished() {
+        metrics.tlsHandshake(.upstream, succeeded: true)
         if phase.kind == .connecting {
             return
         }
@@ -334,6 +355,9 @@ final class ProxySession {
     static let unavailable = UnavailableReply.tagged
 
     func upstreamError(_ error: Error) {
+        if phase.kind == .loggingIn || phase.kind == .connecting, error is NIOSSLError || error is BoringSSLError {
+            metrics.tlsHandshake(.upstream, succeeded: false)
+        }
         switch phase.kind {
         case .loggingIn:
             loginFailed(response: ProxySession.unavailable, reason: "upstream error: \(error)")

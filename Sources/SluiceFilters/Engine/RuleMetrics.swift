@@ -1,0 +1,38 @@
+import CoreMetrics
+
+/// The kind of rule a filter is: the `rule` label of the rules' metrics,
+/// a bounded set (a filter of one's own counts as `custom`).
+public enum RuleKind: String, Sendable, CaseIterable {
+    case deny
+    case readOnly = "read_only"
+    case hideMailboxes = "hide_mailboxes"
+    case renameMailboxes = "rename_mailboxes"
+    case capabilities
+    case specialUse = "special_use"
+    case audit
+    /// The proxy refused a selected command it could not read (DESIGN principle 5).
+    case failClosed = "fail_closed"
+    case lua
+    case custom
+}
+
+/// A built-in rule names its kind.
+protocol BuiltInRule: Filter {
+    var ruleKind: RuleKind { get }
+}
+
+/// `sluice_commands_refused_total` and `sluice_responses_rewritten_total`
+/// by rule kind, created once (after the metrics backend is bootstrapped:
+/// statics are created on first use, which is a session's first rule).
+enum RuleMetrics {
+    static let refused: [RuleKind: Counter] = Dictionary(uniqueKeysWithValues: RuleKind.allCases.map {
+        ($0, Counter(label: "sluice_commands_refused_total", dimensions: [("rule", $0.rawValue)]))
+    })
+    static let rewritten: [RuleKind: Counter] = Dictionary(uniqueKeysWithValues: RuleKind.allCases.map {
+        ($0, Counter(label: "sluice_responses_rewritten_total", dimensions: [("rule", $0.rawValue)]))
+    })
+
+    static func kind(of filter: any Filter) -> RuleKind {
+        (filter as? any BuiltInRule)?.ruleKind ?? .custom
+    }
+}
