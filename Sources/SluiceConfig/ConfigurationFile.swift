@@ -101,8 +101,9 @@ private struct FileReader {
         }
         if let value = fields["limits"], let limits = value.fields([
             "max_bad_commands", "write_buffer_high_water_mark", "write_buffer_low_water_mark",
-            "max_line_length", "max_literal_size", "max_commands_in_flight", "max_connections", "max_connections_per_ip",
-            "max_login_penalty",
+            "max_line_length", "max_literal_size", "client_max_line_length", "server_max_line_length",
+            "client_max_literal_size", "server_max_literal_size", "max_commands_in_flight", "max_connections",
+            "max_connections_per_ip", "max_login_penalty",
         ]) {
             if let count = limits["max_bad_commands"]?.int(in: 1...1000) { configuration.maxBadCommands = count }
             if let count = limits["max_commands_in_flight"]?.int(in: 1...100_000) { configuration.maxCommandsInFlight = count }
@@ -117,14 +118,25 @@ private struct FileReader {
             if let size = limits["write_buffer_low_water_mark"]?.byteSize(in: 1024...(64 << 20)) {
                 configuration.writeBufferLowWaterMark = size
             }
-            if let size = limits["max_line_length"]?.byteSize(in: 1024...(16 << 20)) {
+            // One key per direction: a server limit cuts responses, which the
+            // client sees as a broken session (a 1 MiB literal limit stopped
+            // mbsync at the first larger message).
+            for key in ["max_line_length", "max_literal_size"] {
+                limits[key]?.report("set per direction: client_\(key) (commands) and server_\(key) (responses)")
+            }
+            if let size = limits["client_max_line_length"]?.byteSize(in: 1024...(16 << 20)) {
                 configuration.clientLimits.maxLineLength = size
-                configuration.serverLimits.maxLineLength = size
                 configuration.clientLimits.maxFrameTextLength = max(configuration.clientLimits.maxFrameTextLength, size)
+            }
+            if let size = limits["server_max_line_length"]?.byteSize(in: 1024...(64 << 20)) {
+                configuration.serverLimits.maxLineLength = size
                 configuration.serverLimits.maxFrameTextLength = max(configuration.serverLimits.maxFrameTextLength, size)
             }
-            if let size = limits["max_literal_size"]?.byteSize(in: 1024...Int(IMAPLimits.absoluteMaxLiteralSize)) {
+            let literalRange = 1024...Int(IMAPLimits.absoluteMaxLiteralSize)
+            if let size = limits["client_max_literal_size"]?.byteSize(in: literalRange) {
                 configuration.clientLimits.maxLiteralSize = UInt64(size)
+            }
+            if let size = limits["server_max_literal_size"]?.byteSize(in: literalRange) {
                 configuration.serverLimits.maxLiteralSize = UInt64(size)
             }
         }

@@ -30,7 +30,7 @@ struct ConfigurationFileTests {
               server_name: imap.example.org
             timeouts: { pre_auth: 45s, idle: 31m, connect: 1500ms, login_failure_delay: 0s, shutdown_grace: 1h }
             limits: { max_bad_commands: 3, write_buffer_high_water_mark: 1MiB, write_buffer_low_water_mark: 64KiB,
-                      max_literal_size: 2MiB }
+                      client_max_literal_size: 2MiB, server_max_literal_size: 8MiB }
             log: { format: json }
             threads: 1
             """)
@@ -50,6 +50,7 @@ struct ConfigurationFileTests {
         #expect(configuration.writeBufferHighWaterMark == 1 << 20)
         #expect(configuration.writeBufferLowWaterMark == 64 << 10)
         #expect(configuration.clientLimits.maxLiteralSize == 2 << 20)
+        #expect(configuration.serverLimits.maxLiteralSize == 8 << 20)
         #expect(configuration.logFormat == .json)
     }
 
@@ -91,7 +92,7 @@ struct ConfigurationFileTests {
             "test.yaml:9: timeouts.connect: expected a duration such as 500ms, 30s, 10m or 1h, got soon",
             "test.yaml:11: limits.max_bad_commands: expected a whole number from 1 to 1000, got 0",
             "test.yaml:12: limits.write_buffer_high_water_mark: expected a size from 4096 to 67108864 bytes (e.g. 256KiB), got 12QB",
-            "test.yaml:13: colour: unknown key (expected one of: greeting, limits, listeners, log, mode, routing, rules, threads, timeouts, tls, upstream)",
+            "test.yaml:13: colour: unknown key (expected one of: admin, greeting, limits, listeners, log, mode, routing, rules, threads, timeouts, tls, upstream)",
             "test.yaml:14: threads: expected a whole number from 1 to 256, got 0",
         ])
     }
@@ -99,6 +100,14 @@ struct ConfigurationFileTests {
     @Test("wrong types and YAML syntax errors name the line")
     func types() {
         #expect(issues("listeners: 127.0.0.1:1143\n") == ["test.yaml:1: listeners: expected a list, got \"127.0.0.1:1143\""])
+        // Limits per direction: the key that set both is refused, naming the new ones.
+        #expect(issues("limits:\n  max_literal_size: 1MiB\n") == [
+            "test.yaml:2: limits.max_literal_size: set per direction: client_max_literal_size (commands) "
+                + "and server_max_literal_size (responses)",
+        ])
+        // The admin listener serves metrics without authentication: loopback unless allowed.
+        #expect(issues("admin:\n  listen: 0.0.0.0:9143\n").first?.hasPrefix("test.yaml:2: admin.listen: the admin listener") == true)
+        #expect(issues("admin:\n  listen: 0.0.0.0:9143\n  allow_remote: true\n").allSatisfy { !$0.contains("admin") })
         #expect(issues("upstream:\n  - a\n") == ["test.yaml:2: upstream: expected a mapping (key: value), got a list"])
         #expect(issues("listeners: [\n").first?.hasPrefix("test.yaml:2: not valid YAML") == true)
         #expect(issues("greeting: \"two\\nlines\"\n") == ["test.yaml:1: greeting: must be one line of at most 200 bytes"])

@@ -426,7 +426,7 @@ def client_limit_tests():
     """A client that breaks a limit after login gets BAD and * BYE, also
     while a response to it is still streaming."""
     reseed()
-    config, port = plain_proxy_config("limit-tests", "limits: { max_line_length: 4KiB }")
+    config, port = plain_proxy_config("limit-tests", "limits: { client_max_line_length: 4KiB }")
     with Sluice(config=config, port=port) as sluice:
         def logged_in(slow=False):
             s = socket.create_connection((HOST, sluice.port), timeout=30)
@@ -450,7 +450,7 @@ def client_limit_tests():
             s.sendall(b"c NOOP " + b"x" * 5000 + b"\r\n")
             data = read_to_end(s)
             assert re.fullmatch(rb"c BAD [^\r\n]*\r\n\* BYE [^\r\n]*\r\n", data), data
-        check("a client line over max_line_length after login gets BAD and * BYE", long_line_after_login)
+        check("a client line over client_max_line_length after login gets BAD and * BYE", long_line_after_login)
 
         def long_line_during_fetch():
             s = logged_in(slow=True)
@@ -464,7 +464,7 @@ def client_limit_tests():
             assert len(body) >= size, (len(body), size)
             # The literal is completed (padding), the response left open, then the answers.
             assert re.fullmatch(rb"\r\nd BAD [^\r\n]*\r\n\* BYE [^\r\n]*\r\n", body[size:]), body[size:][:200]
-        check("a client line over max_line_length during a large FETCH: literal completed, then BAD and * BYE",
+        check("a client line over client_max_line_length during a large FETCH: literal completed, then BAD and * BYE",
               long_line_during_fetch)
 
 
