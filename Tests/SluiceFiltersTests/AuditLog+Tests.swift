@@ -1,4 +1,7 @@
 import Foundation
+import IMAPWire
+import Logging
+import NIOCore
 import Testing
 @testable import SluiceFilters
 
@@ -55,5 +58,44 @@ struct AuditLogTests {
         log.write("to the unlinked file, not lost to a crash")
         log.flush()
         #expect(log.droppedLines == 0)
+    }
+}
+
+/// An audit rule records what the proxy refused, whichever rule refused it
+/// and wherever the audit rule is listed (issue 12, first hour #4).
+@Suite("Audit rule and refusals")
+struct AuditRefusalTests {
+    private func frame(_ text: String) throws -> Frame {
+        var decoder = IMAPFrameDecoder(peer: .client)
+        var buffer = ByteBuffer(string: text)
+        return try #require(try decoder.next(&buffer))
+    }
+
+    @Test("deny listed before audit: the refusal is audited; an unparseable command too", arguments: [true, false])
+    func auditSeesRefusals(auditFirst: Bool) throws {
+        let path = NSTemporaryDirectory() + "sluice-audit-\(UInt64.random(in: 0...UInt64.max)).log"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let log = try AuditLog(path: path)
+        let deny = DenyCommandsFilter(names: ["DELETE"], mailboxes: [], reply: .no("NOPERM", "Not allowed here."))
+        let audit = AuditFilter(names: ["DELETE"], log: log)
+        let filters: [any Filter] = auditFirst ? [audit, deny] : [deny, audit]
+        var logger = Logger(label: "test")
+        logger[metadataKey: "imap.session.id"] = "42"
+        let set = FilterSet(filters.map { FilterSet.Entry(filter: $0) })
+        let engine = try #require(set.engine(user: "u", clientAddress: nil, upstreamCapabilities: [], logger: logger))
+        guard case .respond(let refusal) = engine.process(command: try frame("a DELETE Secret\r\n"), streamedLiteral: nil),
+              case .respond(let bad) = engine.process(command: try frame("b DELETE Secret x[\r\n"), streamedLiteral: nil)
+        else {
+            Issue.record("a DELETE was not refused")
+            return
+        }
+        #expect(String(buffer: refusal).hasPrefix("a NO"))
+        #expect(String(buffer: bad).hasPrefix("b BAD"))
+        log.flush()
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        #expect(lines.first?.contains(#""command":"DELETE""#) == true && lines.first?.contains(#""result":"NO""#) == true)
+        #expect(lines.last?.contains(#""result":"BAD""#) == true)
+        #expect(lines.allSatisfy { $0.contains(#""session":"42""#) && $0.contains(#""answered_by":"proxy""#) })
     }
 }

@@ -71,6 +71,9 @@ public final class FilterEngine {
     }.map(\.name))
 
     init(filters: [any Filter], context: FilterContext) {
+        // Audit rules go first, wherever they are listed: they only record,
+        // and first they see every refusal, whichever rule makes it.
+        let filters = filters.filter { $0 is AuditFilter } + filters.filter { !($0 is AuditFilter) }
         self.filters = filters
         ruleKinds = filters.map(RuleMetrics.kind(of:))
         self.context = context
@@ -157,6 +160,11 @@ public final class FilterEngine {
                 "imap.command": "\(frame.name ?? "-")", "parse.error": "\(error.hint)",
             ])
             RuleMetrics.refused[.failClosed]?.increment()
+            if let name = frame.name {
+                for case let audit as AuditFilter in filters where audit.names.contains(name.hasPrefix("UID ") ? String(name.dropFirst(4)) : name) {
+                    audit.recordRefusal(of: name, status: "BAD", context: context)
+                }
+            }
             return .respond(ByteBuffer(string: "\(frame.tag ?? "*") BAD \(error.hint).\r\n"))
         }
         let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral,

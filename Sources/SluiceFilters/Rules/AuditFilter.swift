@@ -158,6 +158,11 @@ public struct AuditFilter: Filter, BuiltInRule {
         return next(response, context)
     }
 
+    /// A command the proxy refused before any rule could read it (it did not parse).
+    func recordRefusal(of name: String, status: String, context: FilterContext) {
+        write(context: context, command: name, mailbox: nil, result: status, by: "proxy", started: .now())
+    }
+
     private func mailbox(of command: ParsedCommand, context: FilterContext) -> MailboxName? {
         if let mailbox = MailboxArguments.first(of: command) { return mailbox }
         if case .selected(let selected, _) = context.state { return selected }
@@ -168,8 +173,10 @@ public struct AuditFilter: Filter, BuiltInRule {
                        started: NIODeadline) {
         let milliseconds = Double((NIODeadline.now() - started).nanoseconds) / 1e6
         var fields: [(String, String)] = [
-            ("time", UTCTimestamp.now()), ("user", context.user), ("client", context.clientAddress ?? "-"),
-            ("command", command),
+            ("time", UTCTimestamp.now()),
+            // The session's id as in the proxy's log lines (imap.session.id), to follow one session across both.
+            ("session", context.logger[metadataKey: "imap.session.id"].map { "\($0)" } ?? "-"),
+            ("user", context.user), ("client", context.clientAddress ?? "-"), ("command", command),
         ]
         if let name = mailbox?.displayName(utf8: context.utf8Enabled) ?? mailbox?.description { fields.append(("mailbox", name)) }
         fields += [("result", result), ("answered_by", by), ("duration_ms", String((milliseconds * 1000).rounded() / 1000))]
