@@ -32,7 +32,7 @@ struct JSONLogHandler: LineLogHandler {
         var line = "{\"time\":" + FrameReport.jsonString(UTCTimestamp.now()) + ",\"level\":\"\(event.level)\",\"message\":"
             + FrameReport.jsonString(event.message.description)
         for (key, value) in merged(metadata, event.metadata) {
-            line += "," + FrameReport.jsonString(key) + ":" + FrameReport.jsonString("\(value)")
+            line += "," + FrameReport.jsonString(key) + ":" + jsonValue(value)
         }
         printError(line + "}")
     }
@@ -80,4 +80,20 @@ private func merged(_ base: Logger.Metadata, _ extra: Logger.Metadata?) -> [(key
     var fields = base
     if let extra { fields.merge(extra) { $1 } }
     return fields.sorted { $0.key < $1.key }
+}
+
+/// A metadata value in JSON: numbers given as numbers (`.stringConvertible`
+/// of an integer or a finite floating-point value) stay numbers, everything
+/// else is a string.
+private func jsonValue(_ value: Logger.Metadata.Value) -> String {
+    if case .stringConvertible(let convertible) = value {
+        switch convertible {
+        case let number as Int: return "\(number)"
+        case let number as Int64: return "\(number)"
+        case let number as UInt64: return "\(number)"
+        case let number as Double where number.isFinite: return "\(number)"
+        default: break
+        }
+    }
+    return FrameReport.jsonString("\(value)")
 }

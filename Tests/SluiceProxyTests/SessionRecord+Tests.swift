@@ -13,10 +13,15 @@ struct SessionRecordTests {
         record.endReason = .clientFramingError(hint: "Line too long (limit 131072 bytes)")
         let metadata = record.endMetadata(now: record.started + .milliseconds(1500))
         #expect(metadata["imap.user"] == "alice")
-        #expect(metadata["bytes.from_client"] == "26")
-        #expect(metadata["bytes.from_upstream"] == "593")
-        #expect(metadata["duration.seconds"] == "1.5")
-        #expect(metadata["reason"] == "client framing error: Line too long (limit 131072 bytes)")
+        // Numbers stay numbers (JSON logs write them unquoted).
+        #expect(metadata["bytes.from_client"].map { "\($0)" } == "26")
+        #expect(metadata["bytes.from_upstream"].map { "\($0)" } == "593")
+        #expect(metadata["duration.seconds"].map { "\($0)" } == "1.5")
+        if case .stringConvertible(let bytes)? = metadata["bytes.from_client"] { #expect(bytes is Int) } else {
+            Issue.record("bytes.from_client is not a number")
+        }
+        #expect(metadata["reason"] == "client framing error")
+        #expect(metadata["reason.detail"] == "Line too long (limit 131072 bytes)")
         #expect(metadata["reason.kind"] == "client_framing_error")
     }
 
@@ -25,5 +30,14 @@ struct SessionRecordTests {
     ])
     func kindsAreFixed(reason: EndReason) {
         #expect(reason.kind.allSatisfy { $0.isLowercase || $0 == "_" })
+        #expect(!reason.name.contains(":") && !reason.name.contains("10.0.0.1"))
+    }
+
+    @Test("normal endings read as normal", arguments: [
+        (EndReason.logout, "logout"), (.clientClosed, "client closed"), (.idleTimeout, "idle timeout"),
+    ])
+    func plainNames(reason: EndReason, name: String) {
+        #expect(reason.name == name)
+        #expect(reason.detail == nil)
     }
 }

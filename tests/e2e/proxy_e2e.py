@@ -569,12 +569,22 @@ log:
             assert data.count(b" BAD ") == 3, data
         check("config file: limits.max_bad_commands applies", config_limits_apply)
         login_reply(sluice, "alice", "secret-alice")
+        c = Client(sluice.port, "bob", "secret-bob")
+        c.run("LOGOUT")
+        c.close()
+        time.sleep(0.3)
     import json
     lines = [json.loads(line) for line in open(sluice.log.name) if line.startswith("{")]
     ended = [line for line in lines if line.get("message") == "session ended" and line.get("imap.user") == "alice"]
     check("config file: log.format json gives session lines with user, bytes, duration, reason",
           lambda: _assert(ended and {"bytes.from_client", "bytes.from_upstream", "duration.seconds", "reason",
                                      "client.address", "upstream.host"} <= set(ended[-1])))
+    check("config file: JSON logs write numbers as numbers",
+          lambda: _assert(ended and isinstance(ended[-1]["bytes.from_client"], int)
+                          and isinstance(ended[-1]["duration.seconds"], (int, float))))
+    logged_out = [line for line in lines if line.get("message") == "session ended" and line.get("imap.user") == "bob"]
+    check("a session ended by LOGOUT logs reason logout (not 'upstream said BYE')",
+          lambda: _assert(logged_out and logged_out[-1]["reason"] == "logout", logged_out))
     check("session log never contains the password",
           lambda: _assert("secret-alice" not in open(sluice.log.name).read()))
 

@@ -156,6 +156,9 @@ extension ProxySession {
     func end() {
         guard !ended else { return }
         ended = true
+        if clientLoggedOut, [.clientClosed, .upstreamSaidBye, .upstreamClosed].contains(record.endReason) {
+            record.endReason = .logout
+        }
         listenerMetrics?.active.decrement()
         if let started = loginStarted {
             metrics.login(.aborted, mechanism: preAuth.loginMechanism, duration: .now() - started)

@@ -62,7 +62,7 @@ extension ProxySession {
         do {
             try ClientTLSUpgrade.start(on: clientChannel, context: context, ok: ok)
         } catch {
-            record.endReason = .clientTLSError("\(error)")
+            record.endReason = .clientTLSError(ErrorText.describe(error))
             clientChannel.close(promise: nil)
         }
     }

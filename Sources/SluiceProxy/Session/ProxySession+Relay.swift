@@ -91,6 +91,7 @@ extension ProxySession {
                     engine.commandPassed(tag: tag, name: name ?? "")
                 }
                 if segment.isFrameStart {
+                    if segment.kind == .command, segment.secondWordIs("LOGOUT") { clientLoggedOut = true }
                     relay.clientFrameStarted(kind: segment.kind, tag: segment.tag, isIdle: isIdle)
                     clientInIdle = isIdle
                     if segment.kind == .command, configuration.mode == .transparent, user == nil,

@@ -133,7 +133,7 @@ extension ProxySession {
             do {
                 try UpstreamConnector.startTLS(on: channel, upstream: attempt.upstream)
             } catch {
-                loginFailed(response: ProxySession.unavailable, reason: "upstream TLS: \(error)")
+                loginFailed(response: ProxySession.unavailable, reason: "upstream TLS: \(ErrorText.describe(error))")
             }
         case .succeeded(let capabilities, let delimiter):
             loginSucceeded(capabilities: capabilities, delimiter: delimiter)

@@ -78,6 +78,8 @@ final class ProxySession {
     var loginStarted: NIODeadline?
     /// The client's TLS handshake completed (implicit or STARTTLS).
     var clientHandshakeDone = false
+    /// The client sent LOGOUT after login: the session's end is a logout.
+    var clientLoggedOut = false
     /// The user who logged in (or is logging in).
     var user: String? {
         get { record.user }
@@ -162,7 +164,7 @@ final class ProxySession {
                 let endpoint = try (router as? StaticRouter)?.upstream ?? UpstreamEndpoint(upstream)
                 connectUpstream(route: Route(upstream: endpoint, login: .asUser("")), clientPassword: [])
             } catch {
-                record.endReason = .upstreamUnavailable("upstream TLS: \(error)")
+                record.endReason = .upstreamUnavailable("upstream TLS: \(ErrorText.describe(error))")
                 writeToClient(UnavailableReply.bye, flush: true)
                 clientChannel.close(promise: nil)
             }
@@ -191,7 +193,12 @@ final class ProxySession {
         if !clientHandshakeDone, error is NIOSSLError || error is BoringSSLError {
             metrics.tlsHandshake(.client, succeeded: false)
         }
-        record.endReason = .clientError("\(error)")
+        if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
+            // Many clients close TLS without close_notify: an ordinary ending.
+            record.endReason = .clientClosed
+        } else {
+            record.endReason = .clientError(ErrorText.describe(error))
+        }
         clientChannel.close(promise: nil)
     }
 
@@ -318,7 +325,7 @@ final class ProxySession {
                 closeBoth()
             }
         } catch {
-            record.endReason = .upstreamError("\(error)")
+            record.endReason = .upstreamError(ErrorText.describe(error))
             closeBoth()
         }
     }
@@ -360,12 +367,12 @@ final class ProxySession {
         }
         switch phase.kind {
         case .loggingIn:
-            loginFailed(response: ProxySession.unavailable, reason: "upstream error: \(error)")
+            loginFailed(response: ProxySession.unavailable, reason: "upstream error: \(ErrorText.describe(error))")
         case .relay:
             // A reset mid-response is the server going away, as a close is.
-            upstreamEnded(reason: .upstreamError("\(error)"))
+            upstreamEnded(reason: .upstreamError(ErrorText.describe(error)))
         case .connecting, .preAuth, .loginFailed, .closed:
-            record.endReason = .upstreamError("\(error)")
+            record.endReason = .upstreamError(ErrorText.describe(error))
             closeBoth()
         }
     }

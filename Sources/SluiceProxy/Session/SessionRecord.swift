@@ -2,10 +2,13 @@ import Logging
 import NIOCore
 
 /// Why a session ended: one case per way, so the end-of-session line and
-/// (later) metrics get a bounded `kind`, and the free text (an error's
-/// description, a framing hint) stays in `detail`.
+/// metrics get a bounded `name` (plain words: normal endings read as
+/// normal), and the free text (an error's description, a framing hint)
+/// stays in `detail`.
 enum EndReason: Equatable, Sendable {
     case clientClosed
+    /// The client logged out (LOGOUT, then the server's BYE).
+    case logout
     case clientError(String)
     case clientFramingError(hint: String)
     case clientProtocolError(hint: String)
@@ -28,55 +31,51 @@ enum EndReason: Equatable, Sendable {
     case shutdown
     case shutdownGraceOver
 
-    /// A fixed label (metrics, log filters): never peer text.
-    var kind: String {
+    /// The bounded name: the log line's `reason`.
+    var name: String {
         switch self {
-        case .clientClosed: return "client_closed"
-        case .clientError: return "client_error"
-        case .clientFramingError: return "client_framing_error"
-        case .clientProtocolError: return "client_protocol_error"
-        case .clientTLSError: return "client_tls_error"
-        case .closedBeforeLogin: return "closed_before_login"
-        case .preAuthTimeout: return "pre_auth_timeout"
-        case .loginTimeout: return "login_timeout"
-        case .idleTimeout: return "idle_timeout"
-        case .rulesNeedUser: return "rules_need_user"
-        case .upstreamClosed: return "upstream_closed"
-        case .upstreamSaidBye: return "upstream_bye"
-        case .upstreamUnavailable: return "upstream_unavailable"
-        case .upstreamError: return "upstream_error"
-        case .upstreamFramingError: return "upstream_framing_error"
-        case .upstreamResponseTooLarge: return "upstream_response_too_large"
-        case .strayContinuation: return "stray_continuation"
-        case .shutdown: return "shutdown"
-        case .shutdownGraceOver: return "shutdown_grace_over"
-        }
-    }
-
-    /// The text of the log line's `reason`.
-    var text: String {
-        switch self {
-        case .clientClosed: return "client closed the connection"
-        case .clientError(let detail): return "client error: \(detail)"
-        case .clientFramingError(let hint): return "client framing error: \(hint)"
-        case .clientProtocolError(let hint): return "client protocol error: \(hint)"
-        case .clientTLSError(let detail): return "client TLS: \(detail)"
-        case .closedBeforeLogin: return "closed in pre-auth"
+        case .clientClosed: return "client closed"
+        case .logout: return "logout"
+        case .clientError: return "client error"
+        case .clientFramingError: return "client framing error"
+        case .clientProtocolError: return "client protocol error"
+        case .clientTLSError: return "client TLS error"
+        case .closedBeforeLogin: return "closed before login"
         case .preAuthTimeout: return "pre-auth timeout"
         case .loginTimeout: return "login timeout"
         case .idleTimeout: return "idle timeout"
-        case .rulesNeedUser: return "transparent login with rules: user unknown"
-        case .upstreamClosed: return "upstream closed the connection"
+        case .rulesNeedUser: return "rules need the user"
+        case .upstreamClosed: return "upstream closed"
         case .upstreamSaidBye: return "upstream said BYE"
-        case .upstreamUnavailable(let detail): return detail
-        case .upstreamError(let detail): return "upstream error: \(detail)"
-        case .upstreamFramingError(let hint): return "upstream framing error: \(hint)"
-        case .upstreamResponseTooLarge: return "upstream response too large for the rules"
-        case .strayContinuation: return "server asked for data the proxy did not see"
-        case .shutdown: return "server shutting down"
-        case .shutdownGraceOver: return "server shut down (grace period over)"
+        case .upstreamUnavailable: return "upstream unavailable"
+        case .upstreamError: return "upstream error"
+        case .upstreamFramingError: return "upstream framing error"
+        case .upstreamResponseTooLarge: return "upstream response too large"
+        case .strayContinuation: return "stray continuation"
+        case .shutdown: return "shutdown"
+        case .shutdownGraceOver: return "shutdown grace over"
         }
     }
+
+    /// The name in snake case (`reason.kind`, for log filters and labels).
+    var kind: String { String(name.lowercased().map { $0 == " " || $0 == "-" ? "_" : $0 }) }
+
+    /// What only this ending knows (an error, a hint), or `nil`.
+    var detail: String? {
+        switch self {
+        case .clientError(let detail), .clientTLSError(let detail), .upstreamUnavailable(let detail),
+             .upstreamError(let detail):
+            return detail
+        case .clientFramingError(let hint), .clientProtocolError(let hint), .upstreamFramingError(let hint):
+            return hint
+        case .strayContinuation: return "the server asked for data the proxy did not see"
+        case .rulesNeedUser: return "transparent login with rules: the user name was not shown"
+        default: return nil
+        }
+    }
+
+    /// Name and detail in one string (for reasons passed on as text).
+    var text: String { detail.map { "\(name): \($0)" } ?? name }
 }
 
 /// What a session's end-of-session line reports: who, how much, how long,
@@ -91,13 +90,15 @@ struct SessionRecord {
     /// The metadata of the "session ended" line.
     func endMetadata(now: NIODeadline = .now()) -> Logger.Metadata {
         let duration = Double((now - started).nanoseconds) / 1e9
-        return [
+        var metadata: Logger.Metadata = [
             "imap.user": "\(user ?? "-")",
-            "bytes.from_client": "\(bytesFromClient)",
-            "bytes.from_upstream": "\(bytesFromUpstream)",
-            "duration.seconds": "\((duration * 1000).rounded() / 1000)",
-            "reason": "\(endReason.text)",
+            "bytes.from_client": .stringConvertible(bytesFromClient),
+            "bytes.from_upstream": .stringConvertible(bytesFromUpstream),
+            "duration.seconds": .stringConvertible((duration * 1000).rounded() / 1000),
+            "reason": "\(endReason.name)",
             "reason.kind": "\(endReason.kind)",
         ]
+        if let detail = endReason.detail { metadata["reason.detail"] = "\(detail)" }
+        return metadata
     }
 }
