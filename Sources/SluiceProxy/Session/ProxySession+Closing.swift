@@ -161,7 +161,8 @@ extension ProxySession {
         }
         listenerMetrics?.active.decrement()
         if let started = loginStarted {
-            metrics.login(.aborted, mechanism: preAuth.loginMechanism, duration: .now() - started)
+            metrics.login(.aborted, mechanism: transparentLogin?.mechanism ?? preAuth.loginMechanism,
+                          duration: .now() - started)
             loginStarted = nil
         }
         phase = .closed

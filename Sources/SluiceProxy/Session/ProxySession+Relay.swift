@@ -173,7 +173,7 @@ extension ProxySession {
             switch event {
             case .line(let segment):
                 if segment.isFrameStart {
-                    if segment.kind == .taggedResponse, transparentLoginTag != nil, segment.tag == transparentLoginTag,
+                    if segment.kind == .taggedResponse, transparentLogin?.answers(segment) == true,
                        !transparentLoginAnswered(segment) {
                         return  // the session ended: the rules cannot be applied
                     }

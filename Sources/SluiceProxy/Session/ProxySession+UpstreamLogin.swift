@@ -210,6 +210,6 @@ extension ProxySession {
     func loginAnswered(_ result: ProxyMetrics.LoginResult) {
         guard let started = loginStarted else { return }
         loginStarted = nil
-        metrics.login(result, mechanism: preAuth.loginMechanism, duration: .now() - started)
+        metrics.login(result, mechanism: transparentLogin?.mechanism ?? preAuth.loginMechanism, duration: .now() - started)
     }
 }

@@ -58,17 +58,14 @@ final class ProxySession {
     var swallowingUpstreamFrame = false
     /// The client's last command was IDLE: the next line must be DONE.
     var clientInIdle = false
-    /// Transparent mode with rules: a relayed LOGIN/AUTHENTICATE waits for
-    /// its answer before more client bytes go on (the rules start with it).
-    var transparentRulesPending = false
     var upstreamCapabilities: [String] = []
     /// Literals up to this size inside a filtered frame are collected; larger
     /// ones stream (a client command) or leave the frame unfiltered (a response).
     static let filterLiteralLimit = IMAPLimits.maxCollectedLiteralSize
     /// Shutting down: say BYE as soon as no command is in flight.
     var draining = false
-    /// Transparent mode: the tag of a relayed LOGIN/AUTHENTICATE.
-    var transparentLoginTag: String?
+    /// Transparent mode: who logs in, read from the relayed login (`nil` in proxy mode).
+    var transparentLogin: TransparentLoginObserver?
 
     /// Who, how much, how long, why it ended: the end-of-session line.
     var record = SessionRecord()
@@ -110,8 +107,6 @@ final class ProxySession {
     var closingUpstream = false
     /// The upstream answered the literal the client's bytes waited behind.
     var clientGateOpened = false
-    /// Transparent mode: the user the relayed LOGIN/AUTHENTICATE names.
-    var pendingTransparentUser: String?
     /// The session's end was logged (once).
     var ended = false
 
@@ -131,6 +126,9 @@ final class ProxySession {
         var rewriter = CapabilityRewriter()
         if configuration.mode == .transparent { rewriter.removedNames = ["STARTTLS", "LOGINDISABLED"] }
         self.capabilityRewriter = rewriter
+        if configuration.mode == .transparent {
+            transparentLogin = TransparentLoginObserver(rulesConfigured: !configuration.filters.isEmpty)
+        }
         self.clientChannel = clientChannel
         self.inactivity = InactivityClock(limit: configuration.preAuthTimeout, now: .now())
         self.logger = logger
@@ -234,7 +232,7 @@ final class ProxySession {
 
     /// Whether the relay may consume more of the client's bytes now.
     var relayTakesClientBytes: Bool {
-        relay.takesClientBytes && clientChannel.isWritable && !transparentRulesPending
+        relay.takesClientBytes && clientChannel.isWritable && !(transparentLogin?.holdsClient ?? false)
             && localResponseBytes < configuration.writeBufferHighWaterMark
     }
 
