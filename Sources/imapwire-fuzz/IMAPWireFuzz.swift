@@ -56,6 +56,47 @@ private func run(_ data: [UInt8], peer: IMAPPeer, readSizes: [Int], parse: Bool 
     return outcome
 }
 
+/// Frames server bytes with `streamsLongLines` (pieces past 16 bytes) in
+/// reads of the given sizes: the complete frames, joined from their pieces.
+private func runStreaming(_ data: [UInt8], readSizes: [Int]) -> Outcome {
+    var framer = IMAPFramer(peer: .server, limits: fuzzLimits)
+    framer.streamsLongLines = true
+    framer.linePieceSize = 16
+    var buffer = ByteBuffer()
+    var outcome = Outcome()
+    var current: [UInt8] = []
+    var kind: FrameKind?
+    var offset = 0
+    var step = 0
+    do {
+        while offset < data.count {
+            let size = max(1, readSizes[step % readSizes.count])
+            step += 1
+            let end = min(data.count, offset + size)
+            buffer.writeBytes(data[offset..<end])
+            offset = end
+            while let event = try framer.next(&buffer) {
+                switch event {
+                case .line(let segment):
+                    if segment.isFrameStart { kind = segment.kind }
+                    current += segment.bytes.readableBytesView
+                    if segment.endsFrame, let kind {
+                        outcome.frames.append(current)
+                        outcome.kinds.append(kind)
+                        current = []
+                    }
+                case .literalBytes(let chunk, _):
+                    current += chunk.readableBytesView
+                }
+            }
+            buffer.discardReadBytes()
+        }
+    } catch {
+        outcome.error = error
+    }
+    return outcome
+}
+
 /// The built-in rules that read commands and responses, for `exercise`.
 private let fuzzRules = FilterSet([
     FilterSet.Entry(filter: DenyCommandsFilter(names: ["FETCH", "DELETE", "COPY"], mailboxes: [Glob("Secret*")])),
@@ -126,6 +167,19 @@ public func fuzzOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
               whole.kinds == bytewise.kinds, whole.error?.kind == bytewise.error?.kind,
               whole.error?.kind == uneven.error?.kind
         else { fatalError("framing depends on how the input was split") }  // trap-ok: libFuzzer reports a broken invariant as a crash
+        // Invariant 3: a server stream read in pieces (streamsLongLines) frames as it does whole,
+        // and breaks where it breaks whole. The error may be named differently (a NUL found in a
+        // piece before the line is known to be too long), and a NUL in a piece of the line the
+        // input ends in is found before that line ends (whole, the line is merely incomplete).
+        if peer == .server {
+            let streamed = runStreaming(data, readSizes: [seed % 29 + 1, seed % 5 + 17, 40])
+            let complete = whole.frames.reduce(0) { $0 + $1.count }
+            let nulInTail = whole.error == nil && streamed.error?.kind == .nulByte
+                && (streamed.error?.offset ?? 0) >= complete
+            guard streamed.frames == whole.frames, streamed.kinds == whole.kinds,
+                  (streamed.error == nil) == (whole.error == nil) || nulInTail
+            else { fatalError("a stream read in pieces framed differently") }  // trap-ok: libFuzzer reports a broken invariant as a crash
+        }
         // Invariant 2: frames are exactly the input's bytes, in order.
         let joined = whole.frames.flatMap { $0 }
         guard joined.count <= data.count, Array(data[0..<joined.count]) == joined else {

@@ -72,6 +72,9 @@ public struct IMAPFramer: Sendable {
     /// instead of being held until their line feed. For a relay that reads a
     /// line's first piece to decide what to do with the rest; off by default.
     public var streamsLongLines = false
+    /// Held bytes of a line past which `streamsLongLines` cuts it
+    /// (`IMAPLimits.streamedLinePiece`; the fuzzer sets it small).
+    public var linePieceSize = IMAPLimits.streamedLinePiece
 
     public init(peer: IMAPPeer, limits: IMAPLimits? = nil) {
         self.peer = peer
@@ -146,7 +149,7 @@ public struct IMAPFramer: Sendable {
                 throw IMAPFramingError(.lineTooLong(limit: maxLine), tag: openFrameTag(buffer),
                                        offset: streamOffset - lineBytesStreamed + maxLine)
             }
-            if streamsLongLines, scannedBytes > IMAPLimits.streamedLinePiece {
+            if streamsLongLines, scannedBytes > linePieceSize {
                 return try nextLinePiece(&buffer)
             }
             return nil
