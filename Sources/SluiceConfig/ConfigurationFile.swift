@@ -132,12 +132,13 @@ private struct FileReader {
                 configuration.serverLimits.maxLineLength = size
                 configuration.serverLimits.maxFrameTextLength = max(configuration.serverLimits.maxFrameTextLength, size)
             }
-            let literalRange = 1024...Int(IMAPLimits.absoluteMaxLiteralSize)
+            // Up to 4GiB as written; the protocol's largest literal is one byte less.
+            let literalRange = 1024...(Int(IMAPLimits.absoluteMaxLiteralSize) + 1)
             if let size = limits["client_max_literal_size"]?.byteSize(in: literalRange) {
-                configuration.clientLimits.maxLiteralSize = UInt64(size)
+                configuration.clientLimits.maxLiteralSize = min(UInt64(size), IMAPLimits.absoluteMaxLiteralSize)
             }
             if let size = limits["server_max_literal_size"]?.byteSize(in: literalRange) {
-                configuration.serverLimits.maxLiteralSize = UInt64(size)
+                configuration.serverLimits.maxLiteralSize = min(UInt64(size), IMAPLimits.absoluteMaxLiteralSize)
             }
         }
         if let value = fields["rules"] {
@@ -158,6 +159,8 @@ private struct FileReader {
                 if !allowRemote && !address.isLoopback {
                     listenValue.report("the admin listener serves metrics without authentication: use a loopback address, "
                         + "or set allow_remote: true")
+                } else if configuration.listeners.contains(where: { $0.host == address.host && $0.port == address.port }) {
+                    listenValue.report("is also an IMAP listener's address; the admin listener needs a port of its own")
                 } else {
                     configuration.admin = address
                 }

@@ -26,9 +26,9 @@ import Testing
         #expect(observer.holdsClient)  // with rules, the next bytes wait for the answer
         #expect(observer.mechanism == mechanism)
         #expect(observer.answers(try Self.line("a OK done\r\n")))
-        let (answer, released) = observer.answered(ok: true)
-        #expect(answer == .loggedIn(user: user) && released)
-        #expect(!observer.holdsClient && observer.loginTag == nil)
+        let (answer, released) = observer.answered(tag: "a", ok: true)
+        #expect(answer == .loggedIn(user: user, mechanism) && released)
+        #expect(!observer.holdsClient && observer.pending.isEmpty)
     }
 
     @Test("with rules: an unreadable login, or one behind other commands, is refused; without rules it passes")
@@ -40,17 +40,30 @@ import Testing
         var lenient = TransparentLoginObserver(rulesConfigured: false)
         #expect(lenient.commandRelayed(try Self.line("b AUTHENTICATE SCRAM-SHA-1\r\n"), commandsInFlight: 3))
         #expect(!lenient.holdsClient)
-        #expect(lenient.answered(ok: true).answer == .loggedIn(user: nil))
+        #expect(lenient.mechanism == .other)  // SCRAM: not one of the label's named mechanisms
+        #expect(lenient.answered(tag: "b", ok: true).answer == .loggedIn(user: nil, .other))
     }
 
     @Test("a refused login leaves the client unauthenticated; with rules an OK without a user ends the session")
     func answers() throws {
         var observer = TransparentLoginObserver(rulesConfigured: true)
         _ = observer.commandRelayed(try Self.line("a LOGIN alice wrong\r\n"), commandsInFlight: 1)
-        #expect(observer.answered(ok: false).answer == .refused)
+        #expect(observer.answered(tag: "a", ok: false).answer == .refused(.login))
         // Refused by the proxy (no user to read): its tag is not awaited, a later command's answer is no login's.
         #expect(!observer.commandRelayed(try Self.line("b AUTHENTICATE PLAIN\r\n"), commandsInFlight: 1))
         #expect(!observer.answers(try Self.line("b OK x\r\n")) && !observer.holdsClient)
+    }
+    /// Red team (metrics) #7: without rules a client may pipeline logins; the later one's tag must not
+    /// replace the earlier's, or a successful login is taken for a failure and the session cut.
+    @Test("pipelined logins without rules: each answer is matched by its own tag")
+    func pipelinedLogins() throws {
+        var observer = TransparentLoginObserver(rulesConfigured: false)
+        #expect(observer.commandRelayed(try Self.line("a LOGIN alice wrong\r\n"), commandsInFlight: 1))
+        #expect(observer.commandRelayed(try Self.line("b LOGIN alice right\r\n"), commandsInFlight: 2))
+        #expect(observer.answers(try Self.line("a NO bad\r\n")) && observer.answers(try Self.line("b OK yes\r\n")))
+        #expect(observer.answered(tag: "a", ok: false).answer == .refused(.login))
+        #expect(observer.answered(tag: "b", ok: true).answer == .loggedIn(user: "alice", .login))
+        #expect(observer.pending.isEmpty)
     }
 }
 

@@ -68,6 +68,8 @@ def known_message():
 
 def configuration(listen_port, tls_port, admin_port, dead_port):
     os.makedirs(WORK, exist_ok=True)
+    if os.path.exists(os.path.join(WORK, "audit.log")):
+        os.remove(os.path.join(WORK, "audit.log"))
     pe.write(os.path.join(WORK, "users.yaml"), f"""
 upstreams:
   main: {{ address: "{HOST}:{PORT}" }}
@@ -95,6 +97,9 @@ timeouts:
   shutdown_grace: 20s
 rules:
   - deny: [DELETE]
+  - audit: {{ commands: [DELETE, COMPRESS], file: audit.log }}
+  - rename_mailboxes: {{ Renamed: Calendar }}
+  - hide_mailboxes: ["Entw*"]
 """)
     return path
 
@@ -136,6 +141,14 @@ def main():
             assert b"a OK" in command(one, b"LOGIN alice " + ALICE.encode())
             refused = command(one, b"DELETE Metrics", tag="d")
             assert b"d NO" in refused, refused
+            # Refused by the proxy itself: COMPRESS (no rule), a tag it cannot read (fail closed).
+            assert b"c NO" in command(one, b"COMPRESS DEFLATE", tag="c")
+            one.sendall(b"d+3 DELETE Metrics\r\n")
+            assert b"* BAD" in pe.read_until(one, rb"\* BAD[^\r\n]*\r\n")
+            renamed = command(one, b'LIST "" Renamed', tag="r")
+            assert b'"Renamed"' in renamed or b" Renamed\r\n" in renamed, renamed
+            hidden = command(one, b'LIST "" Entw*', tag="h")
+            assert b"* LIST" not in hidden, hidden
             command(one, b"SELECT Metrics", tag="s")
             fetched = command(one, b"FETCH 1 BODY.PEEK[]", tag="f")
             assert b"{%d}" % BODY_SIZE in fetched, fetched[:200]
@@ -175,6 +188,9 @@ def main():
                 ("sluice_upstream_connect_duration_seconds_count", {"upstream": "dead"}, 0),
                 ("sluice_commands_refused_total", {"rule": "deny"}, 1),
                 ("sluice_commands_refused_total", {"rule": "read_only"}, 0),
+                ("sluice_commands_refused_total", {"rule": "fail_closed"}, 1),
+                ("sluice_responses_rewritten_total", {"rule": "rename_mailboxes"}, 1),
+                ("sluice_responses_rewritten_total", {"rule": "hide_mailboxes"}, 1),
                 ("sluice_framing_errors_total", {"side": "client"}, 1),
                 ("sluice_framing_errors_total", {"side": "upstream"}, 0),
                 ("sluice_tls_handshakes_total", {"side": "client", "result": "ok"}, 1),
@@ -197,6 +213,11 @@ def main():
             assert 0 < up < 5_000, f"client_to_upstream = {up}"
             for s in (one, two, three, four, five):
                 s.close()
+            # The audit rule, listed after the deny, recorded every refusal of what it names.
+            audit = [line for line in open(os.path.join(WORK, "audit.log")).read().splitlines() if line]
+            results = [(re.search(r'"command":"([^"]+)"', x).group(1), re.search(r'"result":"([^"]+)"', x).group(1))
+                       for x in audit]
+            assert results == [("DELETE", "NO"), ("COMPRESS", "NO"), ("DELETE", "BAD")], audit
             for family in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
                 assert value(values, family) > 0, f"{family} missing or zero"
 
@@ -214,6 +235,49 @@ def main():
             assert value(values, "sluice_config_reloads_total", result="ok") == 1
         pe.check("metrics: after a known sequence every counter has exactly its value "
                  "(parsed by prometheus_client); bytes counted while the session runs", counters)
+
+        def admin_flood_is_bounded():
+            # Red team (metrics) #1: pipelined GET /metrics from a client that never reads.
+            sampler_before = sluice.rss_kb()
+            flood = socket.create_connection((HOST, admin_port), timeout=10)
+            flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            flood.setblocking(False)
+            request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+            sent, start = 0, time.time()
+            while time.time() - start < 8 and sent < 20_000_000:
+                try:
+                    sent += flood.send(request)
+                except BlockingIOError:
+                    time.sleep(0.05)
+                except OSError:
+                    break
+            growth = (sluice.rss_kb() - sampler_before) / 1024
+            s = session(listen_port)  # the IMAP side still answers
+            assert b"a OK" in command(s, b"LOGIN alice " + ALICE.encode())
+            assert b"n OK" in command(s, b"NOOP", tag="n")
+            s.close()
+            flood.close()
+            print(f"    sent {sent / 1e6:.1f} MB of pipelined requests, never read: RSS +{growth:.1f} MB", flush=True)
+            assert growth < 64, f"proxy RSS grew by {growth:.0f} MB"
+        pe.check("admin: pipelined requests from a client that never reads: RSS bounded, IMAP still served",
+                 admin_flood_is_bounded)
+
+        def admin_connection_cap():
+            held = [socket.create_connection((HOST, admin_port), timeout=10) for _ in range(64)]
+            time.sleep(0.3)
+            extra = socket.create_connection((HOST, admin_port), timeout=10)
+            extra.settimeout(5)
+            try:
+                closed = extra.recv(10) == b""
+            except ConnectionResetError:
+                closed = True
+            for s in held + [extra]:
+                s.close()
+            assert closed, "a 65th admin connection was kept"
+            time.sleep(0.3)
+            assert scrape(admin_port, "/health")[0] == 200
+        pe.check("admin: at most 64 connections; the next is closed, and the listener serves again after",
+                 admin_connection_cap)
 
         def ready_during_drain():
             # A command in flight keeps the drain going (up to the 20 s grace): /ready is 503 meanwhile.

@@ -73,9 +73,11 @@ public struct InFlightCommand: Sendable {
     public var tag: String
     /// Upper-case, with `UID ` for UID forms.
     public var name: String
-    /// The mailbox the command names, as the client named it, when a filter
-    /// or the engine parsed it.
+    /// The mailbox the command names as it went to the server (after any
+    /// renaming), when a filter or the engine parsed it.
     public var mailbox: MailboxName?
+    /// The same mailbox as the client named it (before any renaming).
+    public var clientMailbox: MailboxName?
     public var started: NIODeadline
 
     public var baseName: String { name.hasPrefix("UID ") ? String(name.dropFirst(4)) : name }

@@ -131,6 +131,19 @@ public final class FilterEngine {
         if let state { context.state = state }
     }
 
+    /// The proxy refused a command before or instead of the rules (it does
+    /// not parse, is too large for them, has a tag the proxy cannot read, or
+    /// is COMPRESS): audit rules naming it record the refusal, and
+    /// `failClosed` counts it under `sluice_commands_refused_total{rule="fail_closed"}`.
+    public func proxyRefused(commandNamed name: String?, status: String, failClosed: Bool) {
+        if failClosed { RuleMetrics.refused[.failClosed]?.increment() }
+        guard let name else { return }
+        let base = name.hasPrefix("UID ") ? String(name.dropFirst(4)) : name
+        for case let audit as AuditFilter in filters where audit.names.contains(base) {
+            audit.recordRefusal(of: name, status: status, context: context)
+        }
+    }
+
     public enum CommandDecision {
         case forwardOriginal
         case forwardRewritten(ParsedCommand)
@@ -159,12 +172,7 @@ public final class FilterEngine {
             context.logger.notice("selected command refused: it does not parse", metadata: [
                 "imap.command": "\(frame.name ?? "-")", "parse.error": "\(error.hint)",
             ])
-            RuleMetrics.refused[.failClosed]?.increment()
-            if let name = frame.name {
-                for case let audit as AuditFilter in filters where audit.names.contains(name.hasPrefix("UID ") ? String(name.dropFirst(4)) : name) {
-                    audit.recordRefusal(of: name, status: "BAD", context: context)
-                }
-            }
+            proxyRefused(commandNamed: frame.name, status: "BAD", failClosed: true)
             return .respond(ByteBuffer(string: "\(frame.tag ?? "*") BAD \(error.hint).\r\n"))
         }
         let command = ClientCommand(parsed: parsed, original: frame, streamedLiteral: streamedLiteral,
@@ -176,11 +184,13 @@ public final class FilterEngine {
             if command.isRewritten, streamedLiteral != nil, !FilterEngine.endsWithStreamedLiteral(command.parsed) {
                 // The streamed literal sits inside a list (CATENATE's TEXT): the
                 // encoder cannot leave that list open, so the rewrite cannot be sent.
+                proxyRefused(commandNamed: command.name, status: "NO", failClosed: true)
                 return .respond(ByteBuffer(string: "\(parsed.tag) NO [CANNOT] This command cannot be rewritten by the proxy's rules.\r\n"))
             }
             var entry = InFlightCommand(tag: command.tag, name: command.name)
             if FilterEngine.trackedCommands.contains(command.baseName) || MailboxArguments.names.contains(command.baseName) {
                 entry.mailbox = MailboxArguments.first(of: command.parsed)
+                entry.clientMailbox = MailboxArguments.first(of: parsed)
                 if entry.mailbox == nil, command.baseName == "SELECT" || command.baseName == "EXAMINE" {
                     // A name the proxy could not read (a literal) selects a mailbox
                     // every mailbox-scoped rule treats as matching (red team #6).
@@ -385,9 +395,11 @@ public final class FilterEngine {
             passedOn = outcome
             return outcome
         }
-        // Counted for the rule that changed the response, not for those it passes through.
-        if FilterEngine.changes(outcome), passedOn.map(FilterEngine.changes) != true {
-            RuleMetrics.rewritten[ruleKinds[index]]?.increment()
+        // Built-in rules count what they change themselves (they know a hold
+        // from a removal); a filter of one's own is counted here, for an
+        // outcome it changed rather than passed on.
+        if ruleKinds[index] == .custom, FilterEngine.changes(outcome), passedOn.map(FilterEngine.changes) != true {
+            RuleMetrics.rewritten[.custom]?.increment()
         }
         return outcome
     }

@@ -32,6 +32,9 @@ enum RuleMetrics {
         ($0, Counter(label: "sluice_responses_rewritten_total", dimensions: [("rule", $0.rawValue)]))
     })
 
+    /// A built-in rule changed or removed a response the client would have seen.
+    static func rewrote(_ kind: RuleKind) { rewritten[kind]?.increment() }
+
     static func kind(of filter: any Filter) -> RuleKind {
         (filter as? any BuiltInRule)?.ruleKind ?? .custom
     }

@@ -173,24 +173,29 @@ public struct CapabilityFilter: Filter, BuiltInRule {
         var response = response
         switch response.parsed {
         case .data(var data) where data.name == "CAPABILITY":
-            var names = data.arguments.compactMap(\.atom)
+            let before = data.arguments.compactMap(\.atom)
+            var names = before
             rewrite(capabilities: &names, authenticated: true)
             data.arguments = names.map { .atom(Array($0.utf8)) }
             response.rewrite(.data(data))
+            if names != before { RuleMetrics.rewrote(.capabilities) }
         case .data(var data) where data.name == "ENABLED":
             let kept = data.arguments.filter { !isRemoved($0.atom ?? "") }
             if kept.count != data.arguments.count {
                 data.arguments = kept
                 response.rewrite(.data(data))
+                RuleMetrics.rewrote(.capabilities)
             }
         case .status(var status):
             guard var code = status.text.code, code.name == "CAPABILITY", let arguments = code.arguments else { break }
-            var names = arguments.compactMap(\.atom)
+            let before = arguments.compactMap(\.atom)
+            var names = before
             rewrite(capabilities: &names, authenticated: true)
             code.arguments = names.map { .atom(Array($0.utf8)) }
             code.rawArguments = Array(names.joined(separator: " ").utf8)
             status.text.code = code
             response.rewrite(.status(status))
+            if names != before { RuleMetrics.rewrote(.capabilities) }
         default:
             break
         }

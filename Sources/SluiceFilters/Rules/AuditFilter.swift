@@ -150,7 +150,8 @@ public struct AuditFilter: Filter, BuiltInRule {
 
     public func handle(response: ServerResponse, context: FilterContext, next: ResponseNext) -> ResponseOutcome {
         if let command = response.command, case .status(let status) = response.parsed {
-            var mailbox = command.mailbox
+            // The client's name, as for refusals (the audit rule runs first, before any renaming).
+            var mailbox = command.clientMailbox ?? command.mailbox
             if mailbox == nil, case .selected(let selected, _) = context.state { mailbox = selected }
             write(context: context, command: command.name, mailbox: mailbox, result: status.status.rawValue,
                   by: "upstream", started: command.started)

@@ -117,11 +117,17 @@ public struct RenameMailboxesFilter: Filter, BuiltInRule {
         var changed = false
         if data.name == "STATUS" {
             guard let bytes = data.arguments.first?.stringBytes else { return next(response, context) }
-            guard let renamed = rename(bytes) else { return .drop }
+            guard let renamed = rename(bytes) else {
+                RuleMetrics.rewrote(.renameMailboxes)
+                return .drop
+            }
             if let renamed { data.arguments[0] = .quoted(renamed); changed = true }
         } else if let list = ListResponse(data) {
             // mailbox-list = "(" flags ")" SP delimiter SP mailbox [SP "(" extended ")"]
-            guard let renamed = rename(list.mailbox.bytes) else { return .drop }
+            guard let renamed = rename(list.mailbox.bytes) else {
+                RuleMetrics.rewrote(.renameMailboxes)
+                return .drop
+            }
             if let renamed { data.arguments[2] = .quoted(renamed); changed = true }
             if let old = list.oldName, let renamedOld = rename(old.bytes) ?? nil, case .list(var items) = data.arguments[3] {
                 for index in stride(from: 0, to: items.count - 1, by: 2) where items[index].string?.uppercased() == "OLDNAME" {
@@ -132,6 +138,7 @@ public struct RenameMailboxesFilter: Filter, BuiltInRule {
             }
         }
         guard changed else { return next(response, context) }
+        RuleMetrics.rewrote(.renameMailboxes)
         var response = response
         response.rewrite(.data(data))
         return next(response, context)
@@ -210,15 +217,21 @@ public struct HideMailboxesFilter: Filter, BuiltInRule {
         guard case .data(let data) = response.parsed else { return next(response, context) }
         if data.name == "STATUS" {
             if let bytes = data.arguments.first?.stringBytes, isHidden(MailboxName(bytes: bytes), context: context) {
+                RuleMetrics.rewrote(.hideMailboxes)
                 return .drop
             }
             return next(response, context)
         }
         // A LIST line this rule cannot read may name a hidden mailbox: dropped.
-        guard let list = ListResponse(data) else { return .drop }
+        guard let list = ListResponse(data) else {
+            RuleMetrics.rewrote(.hideMailboxes)
+            return .drop
+        }
         // Unasked (NOTIFY): no LIST to hold it for; it goes now, or not at all.
         if context.inFlight(named: ["LIST", "LSUB", "XLIST"]).isEmpty {
-            return isHidden(list.mailbox, context: context) ? .drop : next(response, context)
+            guard isHidden(list.mailbox, context: context) else { return next(response, context) }
+            RuleMetrics.rewrote(.hideMailboxes)
+            return .drop
         }
         held.responses.append((response, list, isHidden(list.mailbox, context: context)))
         held.bytes += response.original.length
@@ -233,6 +246,7 @@ public struct HideMailboxesFilter: Filter, BuiltInRule {
         held.responses = []
         held.bytes = 0
         let visible = entries.filter { !$0.hidden }
+        for _ in 0..<(entries.count - visible.count) { RuleMetrics.rewrote(.hideMailboxes) }  // removed
         return visible.map { entry in
             var response = entry.response
             if entry.list.attributes.contains(where: { $0.caseInsensitiveCompare("\\HasChildren") }),
@@ -246,6 +260,7 @@ public struct HideMailboxesFilter: Filter, BuiltInRule {
                     data.arguments[0] = .list(attributes.map { token in
                         token.atom?.caseInsensitiveCompare("\\HasChildren") == true ? .atom(Array("\\HasNoChildren".utf8)) : token
                     })
+                    RuleMetrics.rewrote(.hideMailboxes)
                     response.rewrite(.data(data))
                 }
             }
@@ -274,6 +289,7 @@ public struct SpecialUseFilter: Filter, BuiltInRule {
         else { return next(response, context) }
         attributes.append(.atom(Array(attribute.utf8)))
         data.arguments[0] = .list(attributes)
+        RuleMetrics.rewrote(.specialUse)
         var response = response
         response.rewrite(.data(data))
         return next(response, context)

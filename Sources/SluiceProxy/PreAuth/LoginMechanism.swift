@@ -3,4 +3,6 @@
 /// `login`.
 public enum LoginMechanism: String, Sendable, CaseIterable {
     case login, plain, xoauth2, oauthbearer
+    /// Any other SASL mechanism (transparent mode relays what it cannot read).
+    case other
 }

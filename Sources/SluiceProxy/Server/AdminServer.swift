@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -27,33 +28,68 @@ public struct AdminService: Service {
     public let address: HostPort
     public let routes: Routes
     public let logger: Logger
-    let group: MultiThreadedEventLoopGroup
 
-    public init(address: HostPort, routes: Routes, logger: Logger, group: MultiThreadedEventLoopGroup = .singleton) {
+    /// Admin connections open at once; more are closed at accept.
+    public static let maxConnections = 64
+    /// An admin connection that sends nothing for this long is closed.
+    public static let idleTimeout: TimeAmount = .seconds(30)
+    /// Request body bytes read (and dropped) before the connection is closed.
+    public static let maxBodyBytes = 64 * 1024
+
+    public init(address: HostPort, routes: Routes, logger: Logger) {
         self.address = address
         self.routes = routes
         self.logger = logger
-        self.group = group
     }
 
     public func run() async throws {
-        let channel = try await bind()
+        // Its own thread: a scrape (or an abusive admin client) never runs on
+        // the event loops that serve IMAP sessions.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await bind(on: group)
         try? await gracefulShutdown()
         try? await channel.close()
+        try? await group.shutdownGracefully()
     }
 
-    /// Binds the listener (also for tests, which close the channel themselves).
-    public func bind() async throws -> Channel {
+    /// Binds the listener on `group` (tests close the channel themselves).
+    public func bind(on group: any EventLoopGroup) async throws -> Channel {
         let routes = self.routes
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(routes: routes))
+        let logger = self.logger
+        let listen = "\(address)"
+        let open = NIOLockedValueBox(0)
+        let channel: Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        // At the open-file limit, accepting pauses instead of spinning (as on the IMAP listeners).
+                        try channel.pipeline.syncOperations.addHandler(ListenerBackoff(logger: logger, listener: listen))
+                    }
                 }
-            }
-            .bind(host: address.host, port: address.port).get()
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let admitted = open.withLockedValue { count -> Bool in
+                            guard count < AdminService.maxConnections else { return false }
+                            count += 1
+                            return true
+                        }
+                        guard admitted else {
+                            channel.close(promise: nil)
+                            return
+                        }
+                        channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(IdleStateHandler(allTimeout: AdminService.idleTimeout))
+                        try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                        try pipeline.addHandler(AdminHandler(routes: routes))
+                    }
+                }
+                .bind(host: address.host, port: address.port).get()
+        } catch {
+            throw AdminListenError(address: address, underlying: error)
+        }
         logger.info("admin listening", metadata: [
             "listen.address": "\(HostPort(host: address.host, port: channel.localAddress?.port ?? address.port))",
         ])
@@ -61,26 +97,71 @@ public struct AdminService: Service {
     }
 }
 
-/// One admin request at a time per connection; request bodies are ignored
-/// (never buffered).
-final class AdminHandler: ChannelInboundHandler {
+/// The admin listener could not be opened: names the setting.
+public struct AdminListenError: Error, CustomStringConvertible {
+    public let address: HostPort
+    public let underlying: any Error
+    public var description: String { "admin.listen \(address): \(underlying)" }
+}
+
+/// One admin request at a time per connection; request bodies are read and
+/// dropped (never buffered, at most `AdminService.maxBodyBytes`). Reads stop
+/// while the client does not take what it was sent, so pipelined requests
+/// from a client that never reads cannot pile answers up in memory.
+final class AdminHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let routes: AdminService.Routes
     private var head: HTTPRequestHead?
+    private var bodyBytes = 0
+    private var readPending = false
 
     init(routes: AdminService.Routes) { self.routes = routes }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head): self.head = head
-        case .body: break
+        case .head(let head):
+            self.head = head
+            bodyBytes = 0
+        case .body(let chunk):
+            bodyBytes += chunk.readableBytes
+            if bodyBytes > AdminService.maxBodyBytes { context.close(promise: nil) }
         case .end:
             guard let head else { return }
             self.head = nil
             respond(to: head, context: context)
         }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, readPending {
+            readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request NIO's parser refused was answered 400 by the error handler; the connection ends.
+        context.close(promise: nil)
     }
 
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {

@@ -16,6 +16,7 @@ enum ErrorText {
             ("UNSUPPORTED_PROTOCOL", "no TLS version in common (tls.min_version / upstream.tls_min_version)"),
             ("NO_SHARED_CIPHER", "no TLS cipher in common"),
             ("HTTP_REQUEST", "the peer sent HTTP, not TLS"),
+            ("EOF during handshake", "the peer closed the connection during the TLS handshake (a TCP health check does this)"),
         ]
         for (marker, explanation) in explanations where text.contains(marker) {
             return "\(explanation) [\(text)]"

@@ -36,7 +36,13 @@ extension ProxySession {
         // A response cut short is ended visibly even after the server's own BYE.
         endUpstreamFrameForBye()
         if !relay.upstreamSaidBye {
-            localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] Server closed the connection.\r\n"))
+            let text: String
+            if case .upstreamFramingError(let hint) = reason {
+                text = "* BYE [UNAVAILABLE] The server's response broke this proxy's limits (\(hint)).\r\n"
+            } else {
+                text = "* BYE [UNAVAILABLE] Server closed the connection.\r\n"
+            }
+            localResponses.append(ByteBuffer(string: text))
         }
         // The session ends (and leaves the registry) when the client's
         // connection closes, after what is queued for it has gone out.
@@ -161,8 +167,14 @@ extension ProxySession {
         }
         listenerMetrics?.active.decrement()
         if let started = loginStarted {
-            metrics.login(.aborted, mechanism: transparentLogin?.mechanism ?? preAuth.loginMechanism,
-                          duration: .now() - started)
+            // The client left first (aborted), or the proxy ended the session (a timeout, shutdown).
+            let clientLeft: Bool
+            switch record.endReason {
+            case .clientClosed, .clientError, .clientTLSError, .clientFramingError, .clientProtocolError: clientLeft = true
+            default: clientLeft = false
+            }
+            metrics.login(clientLeft ? .aborted : .unavailable,
+                          mechanism: transparentLogin?.mechanism ?? preAuth.loginMechanism, duration: .now() - started)
             loginStarted = nil
         }
         phase = .closed

@@ -25,6 +25,7 @@ extension ProxySession {
             filters?.collectingCommand = nil
             logger.notice("selected command refused: over the collected-bytes budget",
                           metadata: ["limit.bytes": "\(IMAPLimits.maxCollectedBytes)"])
+            engine?.proxyRefused(commandNamed: head.frame.name, status: "BAD", failClosed: true)
             relay.commandAnsweredByProxy()
             queueLocalResponse(ByteBuffer(string: "\(relay.currentClientTag ?? "*") BAD Command too large for this proxy's rules.\r\n"))
             if let literal = segment.literal {

@@ -37,6 +37,9 @@ extension ProxySession {
                     // A server reads `{11}` as a literal wherever an argument may start
                     // and asks for it with "+"; the proxy frames literals only at the end
                     // of a line. What the two would read differently is refused.
+                    if segment.isFrameStart {
+                        engine?.proxyRefused(commandNamed: ProxySession.name(of: segment), status: "BAD", failClosed: true)
+                    }
                     endForClientProtocolError(hint: "Literal announcement inside a line")
                     return
                 }
@@ -67,6 +70,7 @@ extension ProxySession {
                 }
                 if segment.isFrameStart { clientInIdle = false }
                 if segment.isFrameStart, segment.kind == .command, segment.secondWordIs("COMPRESS"), let tag = segment.tag {
+                    engine?.proxyRefused(commandNamed: "COMPRESS", status: "NO", failClosed: false)
                     // In any form (a literal argument too): the stream must stay readable.
                     queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] COMPRESS is not available through this proxy.\r\n"))
                     dropRestOfClientFrame(segment)
@@ -142,6 +146,7 @@ extension ProxySession {
     /// answered `* BAD` and dropped; with a literal the client may wait for,
     /// the session ends (the answer cannot be matched to its tag).
     func refuseUnreadableCommand(_ segment: LineSegment) {
+        engine?.proxyRefused(commandNamed: ProxySession.name(of: segment), status: "BAD", failClosed: true)
         if segment.literal?.isSynchronizing == true {
             endForClientProtocolError(hint: "Command tag or name could not be read")
             return

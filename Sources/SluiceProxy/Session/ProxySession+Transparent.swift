@@ -13,7 +13,7 @@ extension ProxySession {
         guard var observer = transparentLogin else { return true }
         let relayed = observer.commandRelayed(segment, commandsInFlight: relay.commandsInFlight)
         transparentLogin = observer
-        if relayed, observer.loginTag != nil, loginStarted == nil { loginStarted = .now() }
+        if relayed, !observer.pending.isEmpty, loginStarted == nil { loginStarted = .now() }
         return relayed
     }
 
@@ -25,15 +25,16 @@ extension ProxySession {
     /// chosen, so it is refused rather than relayed unfiltered.
     func transparentLoginAnswered(_ segment: LineSegment) -> Bool {
         guard var observer = transparentLogin else { return true }
-        let (answer, released) = observer.answered(ok: segment.secondWordIs("OK"))
+        let (answer, released) = observer.answered(tag: segment.tag ?? "", ok: segment.secondWordIs("OK"))
         transparentLogin = observer
         if released { clientGateOpened = true }  // the bytes held behind the login go on, now under the rules
         switch answer {
-        case .refused:
-            loginAnswered(.rejected)
+        case .refused(let mechanism):
+            loginAnswered(.rejected, mechanism: mechanism)
+            if !observer.pending.isEmpty { loginStarted = .now() }  // the next pipelined login's own time starts
             return true
         case .rulesNeedUser:
-            loginAnswered(.rejected)
+            loginAnswered(.rejected, mechanism: .other)
             record.endReason = .rulesNeedUser
             logger.warning("login refused: the rules need the user name, which this login did not show")
             let tag = segment.tag ?? "*"
@@ -41,8 +42,8 @@ extension ProxySession {
                 + "* BYE Logging out.\r\n"))
             closeWhenWritten()
             return false
-        case .loggedIn(let name):
-            loginAnswered(.ok)
+        case .loggedIn(let name, let mechanism):
+            loginAnswered(.ok, mechanism: mechanism)
             let known = name ?? "(unknown)"
             user = known
             logger[metadataKey: "imap.user"] = "\(known)"

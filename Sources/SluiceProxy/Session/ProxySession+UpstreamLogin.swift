@@ -200,16 +200,18 @@ extension ProxySession {
             guard session.phase.kind == .loginFailed else { return }
             session.phase = .preAuth
             session.perform(session.preAuth.loginFailed(response: response))
-            session.loginAnswered(response == ProxySession.unavailable ? .unavailable : .rejected)
+            // The upstream's own NO [UNAVAILABLE] (Dovecot: a temporary authentication failure) too.
+            let unavailable = response == ProxySession.unavailable || response.uppercased().contains("[UNAVAILABLE]")
+            session.loginAnswered(unavailable ? .unavailable : .rejected)
             session.processClient()
             session.resumeReads()
         }
     }
 
     /// The client's login got its tagged answer: counted and timed.
-    func loginAnswered(_ result: ProxyMetrics.LoginResult) {
+    func loginAnswered(_ result: ProxyMetrics.LoginResult, mechanism: LoginMechanism? = nil) {
         guard let started = loginStarted else { return }
         loginStarted = nil
-        metrics.login(result, mechanism: transparentLogin?.mechanism ?? preAuth.loginMechanism, duration: .now() - started)
+        metrics.login(result, mechanism: mechanism ?? preAuth.loginMechanism, duration: .now() - started)
     }
 }

@@ -75,6 +75,8 @@ final class ProxySession {
     var loginStarted: NIODeadline?
     /// The client's TLS handshake completed (implicit or STARTTLS).
     var clientHandshakeDone = false
+    /// The upstream's TLS handshake completed.
+    var upstreamHandshakeDone = false
     /// The client sent LOGOUT after login: the session's end is a logout.
     var clientLoggedOut = false
     /// The user who logged in (or is logging in).
@@ -333,6 +335,7 @@ final class ProxySession {
     }
 
     func upstreamTLSEstablished() {
+        upstreamHandshakeDone = true
         metrics.tlsHandshake(.upstream, succeeded: true)
         if phase.kind == .connecting {
             return
@@ -360,7 +363,8 @@ final class ProxySession {
     static let unavailable = UnavailableReply.tagged
 
     func upstreamError(_ error: Error) {
-        if phase.kind == .loggingIn || phase.kind == .connecting, error is NIOSSLError || error is BoringSSLError {
+        if !upstreamHandshakeDone, error is NIOSSLError || error is BoringSSLError {
+            upstreamHandshakeDone = true  // counted once
             metrics.tlsHandshake(.upstream, succeeded: false)
         }
         switch phase.kind {
