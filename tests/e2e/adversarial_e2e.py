@@ -940,6 +940,52 @@ def long_line_tests():
 
 
 # ---------------------------------------------------------------------------
+# Red team (metrics): changing user inside a session, and a PREAUTH upstream.
+
+def identity_tests():
+    def unauthenticate():
+        seen = []
+
+        def hook(conn, tag, verb, line, session):
+            seen.append(verb)
+            if verb == b"LOGIN":
+                session["logged_in"] = True
+                conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1 UNAUTHENTICATE IDLE] Logged in\r\n")
+                return True
+            return False
+        with FakeUpstream(hook) as fake, \
+                proxy("unauth", f'upstream: {{ address: "{fake.address}" }}\n'
+                                f"rules:\n  - deny: [DELETE]\n    users: [bob]\n") as sluice:
+            s = connect(sluice.port)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice pw\r\n")
+            login = read_until(s, rb"(^|\r\n)a OK[^\r\n]*\r\n")
+            s.sendall(b"u UNAUTHENTICATE\r\n")
+            reply = read_until(s, rb"(^|\r\n)u (OK|NO|BAD)[^\r\n]*\r\n")
+            s.close()
+            assert b"UNAUTHENTICATE" not in login, f"the capability reached the client: {login!r}"
+            assert b"u NO" in reply, reply
+            assert b"UNAUTHENTICATE" not in seen, f"the upstream received UNAUTHENTICATE: {seen}"
+    check("RFC 8437 UNAUTHENTICATE (a session changing user under the first one's rules) is not offered and refused",
+          unauthenticate)
+
+    def transparent_preauth():
+        fake = FakeUpstream(greeting=b"* PREAUTH [CAPABILITY IMAP4rev1] logged in already\r\n")
+        try:
+            with proxy("transparent-preauth", f'mode: transparent\nupstream: {{ address: "{fake.address}" }}\n'
+                                              f"rules: [ {{ read_only: true }} ]") as sluice:
+                s = connect(sluice.port)
+                data = read_to_eof(s, 20)
+                s.close()
+                assert b"PREAUTH" not in data and data.startswith(b"* BYE"), data[:200]
+                assert sluice.process.poll() is None
+        finally:
+            fake.stop()
+    check("transparent mode with rules: an upstream that greets with PREAUTH (no login to read) gets * BYE, "
+          "nothing relayed", transparent_preauth)
+
+
+# ---------------------------------------------------------------------------
 # F5/F6: an upstream that stalls the login.
 
 def upstream_login_tests():
@@ -1593,6 +1639,7 @@ def main():
                         ("smuggling", smuggling_tests), ("mailbox rules", mailbox_rule_tests),
                         ("non-reading clients", non_reading_client_tests),
                         ("upstream garbage", upstream_garbage_tests), ("long lines", long_line_tests),
+                        ("identity", identity_tests),
                         ("upstream login", upstream_login_tests),
                         ("login deadline", login_deadline_tests), ("connection limits", connection_limit_tests),
                         ("TLS", tls_tests), ("transparent", transparent_rules_test), ("ID", largest_id_test),

@@ -3,11 +3,13 @@ import NIOCore
 
 /// Removes capabilities the relay cannot carry from capability lists on
 /// their way to the client: `COMPRESS=…` always (the relay must keep parsing
-/// the stream, which compression would hide), and `STARTTLS` in transparent
-/// mode (the proxy cannot relay a TLS handshake it does not terminate).
+/// the stream, which compression would hide), `UNAUTHENTICATE` always (RFC
+/// 8437: a session is one user's, its rules, logs and metrics chosen at
+/// login), and `STARTTLS` in transparent mode (the proxy cannot relay a TLS
+/// handshake it does not terminate).
 struct CapabilityRewriter {
     /// Names removed exactly (uppercased).
-    var removedNames: Set<String> = []
+    var removedNames: Set<String> = ["UNAUTHENTICATE"]
     /// Names removed by prefix (uppercased), e.g. `COMPRESS=`.
     var removedPrefixes: [String] = ["COMPRESS="]
 

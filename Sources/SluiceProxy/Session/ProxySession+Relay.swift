@@ -76,6 +76,13 @@ extension ProxySession {
                     dropRestOfClientFrame(segment)
                     continue
                 }
+                if segment.isFrameStart, segment.kind == .command, segment.secondWordIs("UNAUTHENTICATE"), let tag = segment.tag {
+                    // RFC 8437 would let the client become another user in this session, under the first one's rules.
+                    engine?.proxyRefused(commandNamed: "UNAUTHENTICATE", status: "NO", failClosed: false)
+                    queueLocalResponse(ByteBuffer(string: "\(tag) NO [CANNOT] UNAUTHENTICATE is not available through this proxy.\r\n"))
+                    dropRestOfClientFrame(segment)
+                    continue
+                }
                 if configuration.mode == .transparent, segment.isFrameStart, segment.kind == .command, segment.endsFrame,
                    segment.secondWordIs("STARTTLS"), let tag = segment.tag {
                     queueLocalResponse(ByteBuffer(string: "\(tag) BAD STARTTLS is not available through this proxy.\r\n"))
@@ -178,6 +185,15 @@ extension ProxySession {
             switch event {
             case .line(let segment):
                 if segment.isFrameStart {
+                    if segment.kind == .untaggedResponse, user == nil, transparentLogin?.rulesConfigured == true,
+                       segment.secondWordIs("PREAUTH") {
+                        // Logged in without a login the proxy could read: the rules could not be chosen.
+                        record.endReason = .rulesNeedUser
+                        logger.warning("upstream greeted with PREAUTH: the rules need the user name; session refused")
+                        queueLocalResponse(ByteBuffer(string: "* BYE [UNAVAILABLE] Server is unavailable.\r\n"))
+                        closeWhenWritten()
+                        return
+                    }
                     if segment.kind == .taggedResponse, transparentLogin?.answers(segment) == true,
                        !transparentLoginAnswered(segment) {
                         return  // the session ended: the rules cannot be applied

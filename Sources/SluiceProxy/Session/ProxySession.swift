@@ -126,7 +126,7 @@ final class ProxySession {
         self.router = router
         self.clientUsesTLS = security == .implicit
         var rewriter = CapabilityRewriter()
-        if configuration.mode == .transparent { rewriter.removedNames = ["STARTTLS", "LOGINDISABLED"] }
+        if configuration.mode == .transparent { rewriter.removedNames.formUnion(["STARTTLS", "LOGINDISABLED"]) }
         self.capabilityRewriter = rewriter
         if configuration.mode == .transparent {
             transparentLogin = TransparentLoginObserver(rulesConfigured: !configuration.filters.isEmpty)
