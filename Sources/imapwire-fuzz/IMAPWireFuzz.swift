@@ -29,29 +29,39 @@ private struct Outcome: Equatable {
     var error: IMAPFramingError? = nil
 }
 
-/// Frames `data` in reads of the given sizes (cycled); parses every frame if `parse`.
-private func run(_ data: [UInt8], peer: IMAPPeer, readSizes: [Int], parse: Bool = false) -> Outcome {
-    var decoder = IMAPFrameDecoder(peer: peer, limits: fuzzLimits, literalCaptureLimit: .max)
+/// Feeds `data` into a buffer in reads of the given sizes (cycled), calling
+/// `take` after each read to consume what it can; the first error ends it.
+private func feed(_ data: [UInt8], readSizes: [Int],
+                  take: (inout ByteBuffer) throws(IMAPFramingError) -> Void) -> IMAPFramingError? {
     var buffer = ByteBuffer()
-    var outcome = Outcome()
     var offset = 0
     var step = 0
     do {
         while offset < data.count {
-            let size = max(1, readSizes[step % readSizes.count])
+            let end = min(data.count, offset + max(1, readSizes[step % readSizes.count]))
             step += 1
-            let end = min(data.count, offset + size)
             buffer.writeBytes(data[offset..<end])
             offset = end
-            while let frame = try decoder.next(&buffer) {
-                guard let bytes = frame.originalBytes() else { fatalError("captured frame lost its literal bytes") }  // trap-ok: libFuzzer reports a broken invariant as a crash
-                outcome.frames.append(Array(bytes.readableBytesView))
-                outcome.kinds.append(frame.kind)
-                if parse { exercise(frame) }
-            }
+            try take(&buffer)
+            buffer.discardReadBytes()
         }
     } catch {
-        outcome.error = error
+        return error
+    }
+    return nil
+}
+
+/// Frames `data` in reads of the given sizes; parses every frame if `parse`.
+private func run(_ data: [UInt8], peer: IMAPPeer, readSizes: [Int], parse: Bool = false) -> Outcome {
+    var decoder = IMAPFrameDecoder(peer: peer, limits: fuzzLimits, literalCaptureLimit: .max)
+    var outcome = Outcome()
+    outcome.error = feed(data, readSizes: readSizes) { buffer throws(IMAPFramingError) in
+        while let frame = try decoder.next(&buffer) {
+            guard let bytes = frame.originalBytes() else { fatalError("captured frame lost its literal bytes") }  // trap-ok: libFuzzer reports a broken invariant as a crash
+            outcome.frames.append(Array(bytes.readableBytesView))
+            outcome.kinds.append(frame.kind)
+            if parse { exercise(frame) }
+        }
     }
     return outcome
 }
@@ -62,37 +72,24 @@ private func runStreaming(_ data: [UInt8], readSizes: [Int]) -> Outcome {
     var framer = IMAPFramer(peer: .server, limits: fuzzLimits)
     framer.streamsLongLines = true
     framer.linePieceSize = 16
-    var buffer = ByteBuffer()
     var outcome = Outcome()
     var current: [UInt8] = []
     var kind: FrameKind?
-    var offset = 0
-    var step = 0
-    do {
-        while offset < data.count {
-            let size = max(1, readSizes[step % readSizes.count])
-            step += 1
-            let end = min(data.count, offset + size)
-            buffer.writeBytes(data[offset..<end])
-            offset = end
-            while let event = try framer.next(&buffer) {
-                switch event {
-                case .line(let segment):
-                    if segment.isFrameStart { kind = segment.kind }
-                    current += segment.bytes.readableBytesView
-                    if segment.endsFrame, let kind {
-                        outcome.frames.append(current)
-                        outcome.kinds.append(kind)
-                        current = []
-                    }
-                case .literalBytes(let chunk, _):
-                    current += chunk.readableBytesView
+    outcome.error = feed(data, readSizes: readSizes) { buffer throws(IMAPFramingError) in
+        while let event = try framer.next(&buffer) {
+            switch event {
+            case .line(let segment):
+                if segment.isFrameStart { kind = segment.kind }
+                current += segment.bytes.readableBytesView
+                if segment.endsFrame, let kind {
+                    outcome.frames.append(current)
+                    outcome.kinds.append(kind)
+                    current = []
                 }
+            case .literalBytes(let chunk, _):
+                current += chunk.readableBytesView
             }
-            buffer.discardReadBytes()
         }
-    } catch {
-        outcome.error = error
     }
     return outcome
 }
