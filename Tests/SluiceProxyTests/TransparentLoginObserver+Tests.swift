@@ -51,7 +51,8 @@ import Testing
         #expect(observer.answered(tag: "a", ok: false).answer == .refused(.login))
         // Refused by the proxy (no user to read): its tag is not awaited, a later command's answer is no login's.
         #expect(!observer.commandRelayed(try Self.line("b AUTHENTICATE PLAIN\r\n"), commandsInFlight: 1))
-        #expect(!observer.answers(try Self.line("b OK x\r\n")) && !observer.holdsClient)
+        let answer = try Self.line("b OK x\r\n")
+        #expect(!observer.answers(answer) && !observer.holdsClient)
     }
     /// Red team (metrics) #7: without rules a client may pipeline logins; the later one's tag must not
     /// replace the earlier's, or a successful login is taken for a failure and the session cut.
@@ -60,7 +61,9 @@ import Testing
         var observer = TransparentLoginObserver(rulesConfigured: false)
         #expect(observer.commandRelayed(try Self.line("a LOGIN alice wrong\r\n"), commandsInFlight: 1))
         #expect(observer.commandRelayed(try Self.line("b LOGIN alice right\r\n"), commandsInFlight: 2))
-        #expect(observer.answers(try Self.line("a NO bad\r\n")) && observer.answers(try Self.line("b OK yes\r\n")))
+        let refusal = try Self.line("a NO bad\r\n")
+        let success = try Self.line("b OK yes\r\n")
+        #expect(observer.answers(refusal) && observer.answers(success))
         #expect(observer.answered(tag: "a", ok: false).answer == .refused(.login))
         #expect(observer.answered(tag: "b", ok: true).answer == .loggedIn(user: "alice", .login))
         #expect(observer.pending.isEmpty)
