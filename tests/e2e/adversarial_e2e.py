@@ -386,6 +386,14 @@ class FakeUpstream:
         self.stop()
 
 
+def logged_in(port):
+    """A connection to the proxy at `port`, logged in as alice through a FakeUpstream: (socket, login reply)."""
+    s = connect(port)
+    read_until(s, rb"\r\n")
+    s.sendall(b"a LOGIN alice pw\r\n")
+    return s, read_until(s, rb"(^|\r\n)a OK[^\r\n]*\r\n")
+
+
 def hold(conn):
     """Keeps a fake upstream's connection open, reading and ignoring, until the proxy closes it."""
     try:
@@ -817,10 +825,7 @@ def upstream_garbage_tests():
             with FakeUpstream(hook) as fake, \
                     proxy("f7", f'upstream: {{ address: "{fake.address}" }}\n'
                                 f"timeouts: {{ login_failure_delay: 50ms }}") as sluice:
-                s = connect(sluice.port)
-                read_until(s, rb"\r\n")
-                s.sendall(b"a LOGIN alice pw\r\n")
-                read_until(s, rb"(^|\r\n)a OK[^\r\n]*\r\n")
+                s, _ = logged_in(sluice.port)
                 s.sendall(b"b NOOP\r\n")
                 data = read_to_eof(s, 20)
                 s.close()
@@ -905,10 +910,7 @@ def long_line_tests():
             return False
         with FakeUpstream(hook) as fake, \
                 proxy("cutline", f'upstream: {{ address: "{fake.address}" }}\n') as sluice:
-            s = connect(sluice.port)
-            read_until(s, rb"\r\n")
-            s.sendall(b"a LOGIN alice pw\r\n")
-            read_until(s, rb"(^|\r\n)a OK[^\r\n]*\r\n")
+            s, _ = logged_in(sluice.port)
             s.sendall(b"b SEARCH ALL\r\n")
             data = read_to_eof(s, 20)
             s.close()
@@ -956,10 +958,7 @@ def identity_tests():
         with FakeUpstream(hook) as fake, \
                 proxy("unauth", f'upstream: {{ address: "{fake.address}" }}\n'
                                 f"rules:\n  - deny: [DELETE]\n    users: [bob]\n") as sluice:
-            s = connect(sluice.port)
-            read_until(s, rb"\r\n")
-            s.sendall(b"a LOGIN alice pw\r\n")
-            login = read_until(s, rb"(^|\r\n)a OK[^\r\n]*\r\n")
+            s, login = logged_in(sluice.port)
             s.sendall(b"u UNAUTHENTICATE\r\n")
             reply = read_until(s, rb"(^|\r\n)u (OK|NO|BAD)[^\r\n]*\r\n")
             s.close()
