@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "SluiceFilters", targets: ["SluiceFilters"]),
         .library(name: "SluiceProxy", targets: ["SluiceProxy"]),
         .library(name: "SluiceConfig", targets: ["SluiceConfig"]),
+        .library(name: "SluiceLua", targets: ["SluiceLua"]),
         .executable(name: "sluice", targets: ["sluice"]),
         .executable(name: "imapwire-bench", targets: ["imapwire-bench"]),
         .executable(name: "sluice-bench", targets: ["sluice-bench"]),
@@ -59,12 +60,33 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Lua 5.4 from the system (Debian: liblua5.4-dev), found with pkg-config.
+        .systemLibrary(
+            name: "CLua",
+            pkgConfig: "lua5.4",
+            providers: [.apt(["liblua5.4-dev"])]
+        ),
+        // The sandbox around a lua_State, in C: Lua reports errors with
+        // longjmp, which must only cross C frames (docs/lua.md).
+        .target(name: "CSluiceLua", dependencies: ["CLua"]),
+        // `lua:` rules: scripts as filters, one sandboxed state per script per
+        // event-loop thread. Apart from SluiceFilters, so that embedding the
+        // engine does not bring in Lua.
+        .target(
+            name: "SluiceLua",
+            dependencies: [
+                "IMAPWire", "SluiceFilters", "CLua", "CSluiceLua",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
         // The YAML configuration file, the routing map and each rule's reader:
         // apart from the proxy, so that embedding it does not bring in Yams.
         .target(
             name: "SluiceConfig",
             dependencies: [
-                "IMAPWire", "SluiceFilters", "SluiceProxy",
+                "IMAPWire", "SluiceFilters", "SluiceProxy", "SluiceLua",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -137,6 +159,11 @@ let package = Package(
         .testTarget(
             name: "SluiceFiltersTests",
             dependencies: ["SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(
+            name: "SluiceLuaTests",
+            dependencies: ["SluiceLua", "SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(

@@ -2,6 +2,7 @@ import IMAPWire
 import NIOCore
 import NIOSSL
 import SluiceFilters
+import SluiceLua
 import SluiceProxy
 
 #if canImport(Glibc)
@@ -48,6 +49,8 @@ extension ProxyConfiguration {
 private struct FileReader {
     let issues: IssueCollector
     let baseDirectory: String?
+    /// Read with `limits:`, used by `lua:` rules (not a setting of the proxy).
+    var luaLimits = LuaLimits.default
 
     mutating func read(_ fields: [String: YAMLValue], into configuration: inout ProxyConfiguration) {
         if let value = fields["mode"], let mode = value.oneOf(ProxyConfiguration.Mode.self) { configuration.mode = mode }
@@ -103,9 +106,11 @@ private struct FileReader {
             "max_bad_commands", "write_buffer_high_water_mark", "write_buffer_low_water_mark",
             "max_line_length", "max_literal_size", "client_max_line_length", "server_max_line_length",
             "client_max_literal_size", "server_max_literal_size", "max_commands_in_flight", "max_connections",
-            "max_connections_per_ip", "max_login_penalty",
+            "max_connections_per_ip", "max_login_penalty", "lua_memory", "lua_instructions",
         ]) {
             if let count = limits["max_bad_commands"]?.int(in: 1...1000) { configuration.maxBadCommands = count }
+            if let size = limits["lua_memory"]?.byteSize(in: (1 << 20)...(1 << 30)) { luaLimits.memory = size }
+            if let count = limits["lua_instructions"]?.int(in: 1000...1_000_000_000) { luaLimits.instructions = count }
             if let count = limits["max_commands_in_flight"]?.int(in: 1...100_000) { configuration.maxCommandsInFlight = count }
             if let count = limits["max_connections"]?.int(in: 0...10_000_000) { configuration.maxConnections = count == 0 ? nil : count }
             if let count = limits["max_connections_per_ip"]?.int(in: 0...10_000_000) {
@@ -142,7 +147,7 @@ private struct FileReader {
             }
         }
         if let value = fields["rules"] {
-            RulesReader.read(value, baseDirectory: baseDirectory, into: &configuration)
+            RulesReader.read(value, reading: RuleReading(baseDirectory: baseDirectory, luaLimits: luaLimits), into: &configuration)
         }
         if let value = fields["threads"], let count = value.int(in: ProxyConfiguration.threadRange) { configuration.threads = count }
         if let value = fields["log"], let log = value.fields(["format", "level"]) {

@@ -9,7 +9,7 @@ enum RulesReader {
     /// (Computed: metatypes are not `Sendable`, and this is read once per file.)
     static var readers: [any RuleReader.Type] {
         [DenyRule.self, ReadOnlyRule.self, RenameMailboxesRule.self, HideMailboxesRule.self,
-         CapabilitiesRule.self, SpecialUseRule.self, AuditRule.self]
+         CapabilitiesRule.self, SpecialUseRule.self, AuditRule.self, LuaRule.self]
     }
 
     /// Every rule key; an entry has exactly one of them.
@@ -20,7 +20,7 @@ enum RulesReader {
     /// misspelt name is an error, not a rule that never fires.
     static let knownCommands: Set<String> = Set(IMAPCommandCatalog.commands.map(\.name)).union(["UID"])
 
-    static func read(_ value: YAMLValue, baseDirectory: String?, into configuration: inout ProxyConfiguration) {
+    static func read(_ value: YAMLValue, reading: RuleReading, into configuration: inout ProxyConfiguration) {
         guard let list = value.list() else { return }
         let ruleKeys = self.ruleKeys
         let readersByKey = Dictionary(uniqueKeysWithValues: readers.map { ($0.key, $0) })
@@ -57,7 +57,7 @@ enum RulesReader {
             }
             let fields = fields(of: mapping)
             guard let reader = readersByKey[kind],
-                  let filter = reader.filter(from: ruleValue, entry: fields, baseDirectory: baseDirectory), !problem
+                  let filter = reader.filter(from: ruleValue, entry: fields, reading: reading), !problem
             else { continue }
             entries.append(FilterSet.Entry(users: users, filter: filter))
         }

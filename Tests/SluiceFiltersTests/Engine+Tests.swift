@@ -132,6 +132,7 @@ struct FilterEngineTests {
             case .forwardRewritten(let bytes): return text(bytes)
             case .forwardOriginal: return line
             case .drop: return nil
+            case .endSession(let reason): return "end: \(reason)"
             }
         }
         #expect(try response("* LIST (\\HasNoChildren) \"/\" Sent\r\n") == "* LIST (\\HasNoChildren) \"/\" \"Sent Items\"\r\n")

@@ -5,7 +5,7 @@ import SluiceFilters
 enum AuditRule: RuleReader {
     static let key = "audit"
 
-    static func filter(from value: YAMLValue, entry: [String: YAMLValue], baseDirectory: String?) -> (any Filter)? {
+    static func filter(from value: YAMLValue, entry: [String: YAMLValue], reading: RuleReading) -> (any Filter)? {
         guard let parts = value.fields(["commands", "file"]) else { return nil }
         guard let commandsValue = parts["commands"], let names = RulesReader.commandNames(commandsValue) else {
             if parts["commands"] == nil { value.report("audit needs commands: [NAME, …]") }
@@ -15,7 +15,7 @@ enum AuditRule: RuleReader {
             if parts["file"] == nil { value.report("audit needs file: PATH") }
             return nil
         }
-        let resolved = resolvePath(path, relativeTo: baseDirectory)
+        let resolved = resolvePath(path, relativeTo: reading.baseDirectory)
         do {
             return AuditFilter(names: names, log: try AuditLog(path: resolved))
         } catch {

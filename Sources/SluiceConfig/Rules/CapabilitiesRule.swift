@@ -4,7 +4,7 @@ import SluiceFilters
 enum CapabilitiesRule: RuleReader {
     static let key = "capabilities"
 
-    static func filter(from value: YAMLValue, entry: [String: YAMLValue], baseDirectory: String?) -> (any Filter)? {
+    static func filter(from value: YAMLValue, entry: [String: YAMLValue], reading: RuleReading) -> (any Filter)? {
         guard let parts = value.fields(["remove", "add"]) else { return nil }
         let remove = parts["remove"].map { $0.listOrSingle().compactMap { $0.nonEmptyString() } } ?? []
         let add = parts["add"].map { $0.listOrSingle().compactMap { $0.nonEmptyString() } } ?? []

@@ -5,7 +5,7 @@ enum DenyRule: RuleReader {
     static let key = "deny"
     static let extraKeys: Set<String> = ["reply", "mailboxes"]
 
-    static func filter(from value: YAMLValue, entry: [String: YAMLValue], baseDirectory: String?) -> (any Filter)? {
+    static func filter(from value: YAMLValue, entry: [String: YAMLValue], reading: RuleReading) -> (any Filter)? {
         guard let names = RulesReader.commandNames(value) else { return nil }
         var reply = TaggedReply.no("NOPERM", "Not allowed here.")
         if let replyValue = entry["reply"], let text = replyValue.string() {

@@ -4,7 +4,7 @@ import SluiceFilters
 enum RenameMailboxesRule: RuleReader {
     static let key = "rename_mailboxes"
 
-    static func filter(from value: YAMLValue, entry: [String: YAMLValue], baseDirectory: String?) -> (any Filter)? {
+    static func filter(from value: YAMLValue, entry: [String: YAMLValue], reading: RuleReading) -> (any Filter)? {
         guard let pairs = value.mapping() else { return nil }
         var renames: [(client: String, server: String)] = []
         for (client, serverValue) in pairs {

@@ -1,4 +1,5 @@
 import SluiceFilters
+import SluiceLua
 
 /// Reads one kind of `rules:` entry into the built-in filter it becomes.
 ///
@@ -15,9 +16,17 @@ protocol RuleReader {
     static var extraKeys: Set<String> { get }
     /// The filter for `value` (the value under `key`; `entry` is the whole
     /// entry), or `nil` after reporting what is wrong at its line.
-    static func filter(from value: YAMLValue, entry: [String: YAMLValue], baseDirectory: String?) -> (any Filter)?
+    static func filter(from value: YAMLValue, entry: [String: YAMLValue], reading: RuleReading) -> (any Filter)?
 }
 
 extension RuleReader {
     static var extraKeys: Set<String> { [] }
+}
+
+/// What reading a rule needs besides its entry.
+struct RuleReading {
+    /// The configuration file's directory: relative paths start there.
+    var baseDirectory: String?
+    /// `limits.lua_memory` and `limits.lua_instructions`, for `lua:` rules.
+    var luaLimits: LuaLimits
 }

@@ -4,7 +4,7 @@ import SluiceFilters
 enum SpecialUseRule: RuleReader {
     static let key = "special_use"
 
-    static func filter(from value: YAMLValue, entry: [String: YAMLValue], baseDirectory: String?) -> (any Filter)? {
+    static func filter(from value: YAMLValue, entry: [String: YAMLValue], reading: RuleReading) -> (any Filter)? {
         guard let pairs = value.mapping() else { return nil }
         var byName: [String: String] = [:]
         for (name, attributeValue) in pairs {

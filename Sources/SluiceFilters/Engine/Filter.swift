@@ -201,4 +201,8 @@ public enum ResponseOutcome: Sendable {
     /// Several responses in order, e.g. untagged ones a filter held back
     /// and now releases before a tagged reply — each the outcome of `next`.
     indirect case sequence([ResponseOutcome])
+    /// The filter cannot decide on this response (a script that failed):
+    /// rather than pass what it may have had to hide, the session ends with
+    /// `* BYE [UNAVAILABLE] reason` (DESIGN principle 5).
+    case endSession(reason: String)
 }

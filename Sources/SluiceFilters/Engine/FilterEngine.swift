@@ -297,6 +297,9 @@ public final class FilterEngine {
         case forwardOriginal
         case forwardRewritten(ByteBuffer)
         case drop
+        /// A filter could not decide: nothing of this response goes out, and
+        /// the session ends with `* BYE [UNAVAILABLE] reason`.
+        case endSession(reason: String)
     }
 
     /// Runs the response chain over a collected response frame.
@@ -328,12 +331,15 @@ public final class FilterEngine {
         if let command, let index = context.inFlight.firstIndex(where: { $0.tag == command.tag }) {
             removeInFlight(at: index)
         }
+        if let reason = FilterEngine.endReason(in: outcome) { return .endSession(reason: reason) }
         switch outcome {
         case .forward(let response):
             guard response.isRewritten else { return .forwardOriginal }
             return .forwardRewritten(encode(response.parsed))
         case .drop:
             return frame.kind == .taggedResponse ? .forwardOriginal : .drop
+        case .endSession(let reason):
+            return .endSession(reason: reason)
         case .sequence(let outcomes):
             var bytes = ByteBuffer()
             var tail = outcomes
@@ -353,8 +359,18 @@ public final class FilterEngine {
         guard let last = outcomes.last else { return false }
         switch last {
         case .forward: return true
-        case .drop: return false
+        case .drop, .endSession: return false
         case .sequence(let inner): return containsForward(inner)
+        }
+    }
+
+    /// The first `endSession` anywhere in the outcome (a held response
+    /// released into a filter that fails ends the session as well).
+    private static func endReason(in outcome: ResponseOutcome) -> String? {
+        switch outcome {
+        case .endSession(let reason): return reason
+        case .sequence(let inner): return inner.lazy.compactMap(endReason(in:)).first
+        case .forward, .drop: return nil
         }
     }
 
@@ -373,7 +389,7 @@ public final class FilterEngine {
                         for var chunk in response.original.literals[index].chunks ?? [] { bytes.writeBuffer(&chunk) }
                     }
                 }
-            case .drop:
+            case .drop, .endSession:
                 break
             case .sequence(let inner):
                 append(inner, to: &bytes, utf8: utf8)
@@ -396,9 +412,9 @@ public final class FilterEngine {
             return outcome
         }
         // Built-in rules count what they change themselves (they know a hold
-        // from a removal); a filter of one's own is counted here, for an
-        // outcome it changed rather than passed on.
-        if ruleKinds[index] == .custom, FilterEngine.changes(outcome), passedOn.map(FilterEngine.changes) != true {
+        // from a removal); a filter of one's own or a script is counted here,
+        // for an outcome it changed rather than passed on.
+        if ruleKinds[index] == .custom || ruleKinds[index] == .lua, FilterEngine.changes(outcome), passedOn.map(FilterEngine.changes) != true {
             RuleMetrics.rewritten[.custom]?.increment()
         }
         return outcome

@@ -12,14 +12,19 @@ public enum RuleKind: String, Sendable, CaseIterable {
     case audit
     /// The proxy refused a selected command it could not read (DESIGN principle 5).
     case failClosed = "fail_closed"
+    /// A `lua:` rule (its script decided, or failed and the proxy refused).
     case lua
     case custom
 }
 
-/// A built-in rule names its kind.
-protocol BuiltInRule: Filter {
+/// A filter that names its kind for the metrics (built-in and Lua rules);
+/// any other filter counts as `custom`.
+public protocol RuleKindNaming: Filter {
     var ruleKind: RuleKind { get }
 }
+
+/// A built-in rule: it names its kind and counts its own rewrites.
+protocol BuiltInRule: RuleKindNaming {}
 
 /// `sluice_commands_refused_total` and `sluice_responses_rewritten_total`
 /// by rule kind, created once (after the metrics backend is bootstrapped:
@@ -36,6 +41,6 @@ enum RuleMetrics {
     static func rewrote(_ kind: RuleKind) { rewritten[kind]?.increment() }
 
     static func kind(of filter: any Filter) -> RuleKind {
-        (filter as? any BuiltInRule)?.ruleKind ?? .custom
+        (filter as? any RuleKindNaming)?.ruleKind ?? .custom
     }
 }

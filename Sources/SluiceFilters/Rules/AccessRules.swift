@@ -3,7 +3,7 @@ import IMAPWire
 /// Refuses commands by name (UID forms included), optionally only when they
 /// name a mailbox matching one of `mailboxes`.
 public struct DenyCommandsFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .deny }
+    public var ruleKind: RuleKind { .deny }
 
     public let names: Set<String>
     public let mailboxes: [Glob]
@@ -96,7 +96,7 @@ public struct DenyCommandsFilter: Filter, BuiltInRule {
 /// `[READ-ONLY]` and nothing sets `\Seen`), every mutating command is
 /// refused with `NO [NOPERM]`.
 public struct ReadOnlyFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .readOnly }
+    public var ruleKind: RuleKind { .readOnly }
 
     public static let mutatingCommands = IMAPCommandCatalog.mutatingNames
 
@@ -119,7 +119,7 @@ public struct ReadOnlyFilter: Filter, BuiltInRule {
 /// Adds and removes capability names everywhere the client sees them, and
 /// refuses the commands of removed extensions with `BAD`.
 public struct CapabilityFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .capabilities }
+    public var ruleKind: RuleKind { .capabilities }
 
     public let remove: Set<String>
     public let add: [String]

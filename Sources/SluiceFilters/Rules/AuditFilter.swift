@@ -122,7 +122,7 @@ extension FilterSet {
 /// result and duration. Never arguments beyond the mailbox, never message
 /// content or credentials.
 public struct AuditFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .audit }
+    public var ruleKind: RuleKind { .audit }
 
     public let names: Set<String>
     public let log: AuditLog

@@ -79,7 +79,7 @@ public struct RuleError: Error, CustomStringConvertible, Sendable {
 /// (and LIST/LSUB references and patterns), and in LIST, LSUB (with
 /// OLDNAME) and STATUS responses.
 public struct RenameMailboxesFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .renameMailboxes }
+    public var ruleKind: RuleKind { .renameMailboxes }
 
     public let renaming: MailboxRenaming
 
@@ -153,7 +153,7 @@ public struct RenameMailboxesFilter: Filter, BuiltInRule {
 /// mailbox whose only children are hidden can say `\HasNoChildren` instead
 /// of `\HasChildren` (when the pattern listed its children at all).
 public struct HideMailboxesFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .hideMailboxes }
+    public var ruleKind: RuleKind { .hideMailboxes }
 
     public let patterns: [Glob]
     /// Responses held per LIST before they are released uncorrected (bounds memory).
@@ -272,7 +272,7 @@ public struct HideMailboxesFilter: Filter, BuiltInRule {
 /// Adds special-use attributes (`\Sent`, `\Trash` …, RFC 6154) to LIST
 /// responses by mailbox name, for servers without SPECIAL-USE.
 public struct SpecialUseFilter: Filter, BuiltInRule {
-    var ruleKind: RuleKind { .specialUse }
+    public var ruleKind: RuleKind { .specialUse }
 
     public static let attributes: Set<String> = ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"]
     public let byName: [String: String]

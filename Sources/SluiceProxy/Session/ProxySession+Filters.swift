@@ -231,6 +231,13 @@ extension ProxySession {
             clientChannel.write(bytes, promise: nil)
         case .drop:
             break
+        case .endSession(let reason):
+            // A rule could not decide on this response (a failed script): it
+            // may have had to hide it, so neither it nor anything after goes out.
+            upstreamBuffer.clear()
+            record.endReason = .ruleFailed(reason)
+            localResponses.append(ByteBuffer(string: "* BYE [UNAVAILABLE] \(reason)\r\n"))
+            closeWhenWritten()
         }
     }
 }

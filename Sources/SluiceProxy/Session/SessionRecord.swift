@@ -26,6 +26,8 @@ enum EndReason: Equatable, Sendable {
     case upstreamError(String)
     case upstreamFramingError(hint: String)
     case upstreamResponseTooLarge
+    /// A rule could not decide on a server response (a script that failed).
+    case ruleFailed(String)
     /// The server sent `+` for nothing the proxy relayed.
     case strayContinuation
     case shutdown
@@ -51,6 +53,7 @@ enum EndReason: Equatable, Sendable {
         case .upstreamError: return "upstream error"
         case .upstreamFramingError: return "upstream framing error"
         case .upstreamResponseTooLarge: return "upstream response too large"
+        case .ruleFailed: return "rule failed"
         case .strayContinuation: return "stray continuation"
         case .shutdown: return "shutdown"
         case .shutdownGraceOver: return "shutdown grace over"
@@ -64,7 +67,7 @@ enum EndReason: Equatable, Sendable {
     var detail: String? {
         switch self {
         case .clientError(let detail), .clientTLSError(let detail), .upstreamUnavailable(let detail),
-             .upstreamError(let detail):
+             .upstreamError(let detail), .ruleFailed(let detail):
             return detail
         case .clientFramingError(let hint), .clientProtocolError(let hint), .upstreamFramingError(let hint):
             return hint
