@@ -1,6 +1,7 @@
 import IMAPWire
 import Logging
 import SluiceFilters
+import Synchronization
 
 /// Writes one line per log event to standard error, laid out like
 /// swift-log's `StreamLogHandler` (`time level label : key=value … [source]
@@ -9,7 +10,10 @@ import SluiceFilters
 /// "Our own text log handler").
 struct TextLogHandler: LineLogHandler {
     let label: String
-    var logLevel: Logger.Level = .info
+    var logLevel: Logger.Level {
+        get { LogLevelSetting.level }
+        set { LogLevelSetting.level = newValue }
+    }
     var metadata: Logger.Metadata = [:]
 
     func log(event: LogEvent) {
@@ -25,7 +29,10 @@ struct TextLogHandler: LineLogHandler {
 /// Writes one JSON object per log line to standard error.
 struct JSONLogHandler: LineLogHandler {
     let label: String
-    var logLevel: Logger.Level = .info
+    var logLevel: Logger.Level {
+        get { LogLevelSetting.level }
+        set { LogLevelSetting.level = newValue }
+    }
     var metadata: Logger.Metadata = [:]
 
     func log(event: LogEvent) {
@@ -35,6 +42,17 @@ struct JSONLogHandler: LineLogHandler {
             line += "," + FrameReport.jsonString(key) + ":" + jsonValue(value)
         }
         printError(line + "}")
+    }
+}
+
+/// The level every handler logs at (`log.level`): one value for the
+/// process, so that a reload changes it for loggers already made.
+enum LogLevelSetting {
+    private static let index = Atomic<Int>(Logger.Level.allCases.firstIndex(of: .info) ?? 0)
+
+    static var level: Logger.Level {
+        get { Logger.Level.allCases[index.load(ordering: .relaxed)] }
+        set { index.store(Logger.Level.allCases.firstIndex(of: newValue) ?? 0, ordering: .relaxed) }
     }
 }
 

@@ -1,8 +1,8 @@
 import ArgumentParser
-import Dispatch
 import Logging
 import NIOCore
 import ServiceLifecycle
+import UnixSignals
 import SluiceConfig
 import SluiceProxy
 
@@ -139,8 +139,9 @@ struct RunCommand: AsyncParsableCommand {
               sluice run --config /etc/sluice/sluice.yaml
             For one upstream no file is needed:
               sluice run --listen 127.0.0.1:1143 --upstream 127.0.0.1:143
-            Flags override the file. SIGHUP reloads certificates and the routing
-            map; SIGTERM or SIGINT shuts down gracefully.
+            Flags override the file. SIGHUP reloads the whole configuration
+            for new sessions (listeners, threads and admin need a restart);
+            SIGTERM or SIGINT shuts down gracefully.
             """
     )
 
@@ -155,10 +156,9 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let json = configuration.logFormat == .json
-        let level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
+        LogLevelSetting.level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
         LoggingSystem.bootstrap { label in
-            json ? JSONLogHandler(label: label, logLevel: level) as any LogHandler
-                : TextLogHandler(label: label, logLevel: level)
+            json ? JSONLogHandler(label: label) as any LogHandler : TextLogHandler(label: label)
         }
         let logger = Logger(label: "sluice")
         if let threads = configuration.threads { NIOSingletons.groupLoopCountSuggestion = threads }
@@ -166,8 +166,25 @@ struct RunCommand: AsyncParsableCommand {
         // Metrics are created by the server: the backend goes in first.
         let registry = configuration.admin.map { _ in PrometheusMetricsExport.bootstrap() }
         let server = try ProxyServer(configuration: configuration, logger: logger)
-        let reloader = SignalHandler(signal: SIGHUP) { server.reload() }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let options = self.options
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: ReloadService(logger: logger) {
+                // The file and the flags again, as at start; a file that does not load changes nothing.
+                let fresh: ProxyConfiguration
+                do throws(ConfigurationErrors) {
+                    fresh = try options.configuration()
+                } catch {
+                    for issue in error.issues {
+                        logger.error("configuration reload failed; keeping the running configuration",
+                                     metadata: ["error": "\(issue)"])
+                    }
+                    server.metrics.configReloaded(succeeded: false)
+                    return
+                }
+                LogLevelSetting.level = Logger.Level(rawValue: fresh.logLevel.rawValue) ?? .info
+                server.reload(configuration: fresh)
+            }),
+        ]
         if let admin = configuration.admin, let registry {
             // Before the proxy in the group: shut down after it, so /ready says 503 through the drain.
             let routes = AdminService.Routes(metrics: { registry.render() }, isReady: { server.isReady })
@@ -179,24 +196,22 @@ struct RunCommand: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
-        reloader.cancel()
         logger.info("stopped")
     }
 }
 
-/// Calls `action` on each delivery of `signal` (e.g. SIGHUP for reload).
-final class SignalHandler: @unchecked Sendable {
-    // Set up once and only cancelled after; the source itself is thread-safe.
-    private let source: DispatchSourceSignal
+/// Reloads on each SIGHUP (swift-service-lifecycle's signal sequence)
+/// until the group shuts down.
+struct ReloadService: Service {
+    let logger: Logger
+    let reload: @Sendable () -> Void
 
-    init(signal number: Int32, action: @escaping @Sendable () -> Void) {
-        signal(number, SIG_IGN)
-        source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "sluice.signal.\(number)"))
-        source.setEventHandler(handler: action)
-        source.resume()
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            logger.info("SIGHUP: reloading the configuration")
+            reload()
+        }
     }
-
-    func cancel() { source.cancel() }
 }
 
 func hostPort(_ text: String, option: String) throws -> HostPort {

@@ -678,7 +678,7 @@ rules:
             write(users, map_text + "fallback: main\n")
             sluice.process.send_signal(signal.SIGHUP)
             deadline = time.time() + 10
-            while "routing reloaded" not in sluice.log_text():
+            while "configuration reloaded" not in sluice.log_text():
                 assert time.time() < deadline, "no reload logged"
                 time.sleep(0.05)
             reply = login_reply(sluice, "carol", "secret-carol")
@@ -687,7 +687,7 @@ rules:
             write(users, "upstreams: [\n")
             sluice.process.send_signal(signal.SIGHUP)
             deadline = time.time() + 10
-            while "routing reload failed" not in sluice.log_text():
+            while "configuration reload failed" not in sluice.log_text():
                 assert time.time() < deadline, "no failed reload logged"
                 time.sleep(0.05)
             reply = login_reply(sluice, "carol", "secret-carol")
@@ -1156,7 +1156,7 @@ def rules_tests():
             os.rename(path, path + ".1")
             sluice.process.send_signal(signal.SIGHUP)
             deadline = time.time() + 5
-            while "routing reloaded" not in sluice.log_text():
+            while "configuration reloaded" not in sluice.log_text():
                 assert time.time() < deadline, "no reload after SIGHUP"
                 time.sleep(0.1)
             c.run("NOOP")

@@ -109,5 +109,5 @@ public final class ProxyMetrics: Sendable {
 
     func connectionRefused(_ reason: RefusalReason) { refusals[reason]?.increment() }
 
-    func configReloaded(succeeded: Bool) { (succeeded ? reloads.ok : reloads.failed).increment() }
+    public func configReloaded(succeeded: Bool) { (succeeded ? reloads.ok : reloads.failed).increment() }
 }

@@ -10,23 +10,37 @@ final class ConnectionLimiter: Sendable {
         case perIPLimit = "per_ip_limit"
     }
 
-    let maxConnections: Int?
-    let maxPerIP: Int?
-    private let state = NIOLockedValueBox<(total: Int, perIP: [String: Int])>((0, [:]))
+    private struct State {
+        var maxConnections: Int?
+        var maxPerIP: Int?
+        var total = 0
+        /// Counted whether or not there is a per-address limit, so that a
+        /// reload that sets one starts from the right counts.
+        var perIP: [String: Int] = [:]
+    }
+
+    private let state: NIOLockedValueBox<State>
 
     init(maxConnections: Int?, maxPerIP: Int?) {
-        self.maxConnections = maxConnections
-        self.maxPerIP = maxPerIP
+        state = NIOLockedValueBox(State(maxConnections: maxConnections, maxPerIP: maxPerIP))
+    }
+
+    /// New limits (a reload); connections already open stay open.
+    func update(maxConnections: Int?, maxPerIP: Int?) {
+        state.withLockedValue {
+            $0.maxConnections = maxConnections
+            $0.maxPerIP = maxPerIP
+        }
     }
 
     /// Takes a place for a connection from `ip`, or says why there is none.
     /// Every successful call is paired with one `release(ip:)`.
     func acquire(ip: String?) -> Refusal? {
         state.withLockedValue { state in
-            if let maxConnections, state.total >= maxConnections { return .limit }
-            if let maxPerIP, let ip, state.perIP[ip, default: 0] >= maxPerIP { return .perIPLimit }
+            if let maxConnections = state.maxConnections, state.total >= maxConnections { return .limit }
+            if let maxPerIP = state.maxPerIP, let ip, state.perIP[ip, default: 0] >= maxPerIP { return .perIPLimit }
             state.total += 1
-            if maxPerIP != nil, let ip { state.perIP[ip, default: 0] += 1 }
+            if let ip { state.perIP[ip, default: 0] += 1 }
             return nil
         }
     }
@@ -34,7 +48,7 @@ final class ConnectionLimiter: Sendable {
     func release(ip: String?) {
         state.withLockedValue { state in
             state.total -= 1
-            guard maxPerIP != nil, let ip, let count = state.perIP[ip] else { return }
+            guard let ip, let count = state.perIP[ip] else { return }
             state.perIP[ip] = count > 1 ? count - 1 : nil
         }
     }

@@ -8,8 +8,7 @@ import NIOCore
 /// `limits.max_login_penalty`. The per-connection delay alone let an
 /// attacker guess in parallel over many connections (review S12).
 final class LoginPenalty: Sendable {
-    let baseDelay: TimeAmount
-    let maximum: TimeAmount
+    private let delays: NIOLockedValueBox<(base: TimeAmount, maximum: TimeAmount)>
     let window: TimeAmount
     /// Addresses remembered at most (`IMAPLimits.maxPenalizedAddresses`).
     static let maxAddresses = IMAPLimits.maxPenalizedAddresses
@@ -17,13 +16,20 @@ final class LoginPenalty: Sendable {
     private let failures = NIOLockedValueBox<[String: (count: Int, last: NIODeadline)]>([:])
 
     init(baseDelay: TimeAmount, maximum: TimeAmount, window: TimeAmount = .minutes(5)) {
-        self.baseDelay = baseDelay
-        self.maximum = maximum
+        delays = NIOLockedValueBox((baseDelay, maximum))
         self.window = window
+    }
+
+    var baseDelay: TimeAmount { delays.withLockedValue { $0.base } }
+
+    /// New delays (a reload); penalties already counted are kept.
+    func update(baseDelay: TimeAmount, maximum: TimeAmount) {
+        delays.withLockedValue { $0 = (baseDelay, maximum) }
     }
 
     /// Records a failed login from `ip` and returns how long its answer waits.
     func failed(ip: String?, now: NIODeadline = .now()) -> TimeAmount {
+        let (baseDelay, maximum) = delays.withLockedValue { $0 }
         guard let ip else { return baseDelay }
         let count = failures.withLockedValue { failures -> Int in
             var entry = failures[ip] ?? (0, now)

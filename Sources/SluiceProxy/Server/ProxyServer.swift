@@ -5,10 +5,24 @@ import NIOPosix
 import NIOSSL
 
 /// Binds the configured listeners and runs a `ProxySession` per connection.
+///
+/// What a new session starts with (the configuration, its certificates and
+/// its router) is one `Settings` value, replaced whole by a reload: a
+/// session keeps the settings it started with to its end.
 public final class ProxyServer: Sendable {
-    public let configuration: ProxyConfiguration
-    public let router: any Router
-    private let tls: ProxyTLS
+    /// Everything a new session is built from.
+    struct Settings: Sendable {
+        var configuration: ProxyConfiguration
+        var tls: ProxyTLS
+        var router: any Router
+        var tuning: ChannelTuning
+    }
+
+    private let settings: NIOLockedValueBox<Settings>
+    /// The listeners bound at start; a reload cannot change them.
+    private let listeners: [ProxyConfiguration.Listener]
+    /// A router the embedding program gave `init`: kept across reloads.
+    private let givenRouter: (any Router)?
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let channels: NIOLockedValueBox<[Channel]> = NIOLockedValueBox([])
@@ -24,20 +38,9 @@ public final class ProxyServer: Sendable {
     /// map) from `configuration`; `router` replaces the configured routing.
     public init(configuration: ProxyConfiguration, router: (any Router)? = nil, logger: Logger,
                 group: MultiThreadedEventLoopGroup = .singleton) throws {
-        self.configuration = configuration
-        self.tls = try ProxyTLS(configuration: configuration)
-        if let router {
-            self.router = router
-        } else {
-            switch configuration.routing {
-            case .static(let upstream):
-                self.router = StaticRouter(upstream: try UpstreamEndpoint(upstream))
-            case .router(let router):
-                self.router = router
-            case nil:
-                throw ProxyConfigurationError("no upstream configured")
-            }
-        }
+        givenRouter = router
+        settings = NIOLockedValueBox(try ProxyServer.settings(for: configuration, router: router))
+        listeners = configuration.listeners
         self.group = group
         self.logger = logger
         limiter = ConnectionLimiter(maxConnections: configuration.maxConnections, maxPerIP: configuration.maxConnectionsPerIP)
@@ -45,13 +48,36 @@ public final class ProxyServer: Sendable {
         metrics = ProxyMetrics(listeners: configuration.listeners.map(\.name))
     }
 
+    private static func settings(for configuration: ProxyConfiguration, router given: (any Router)?) throws -> Settings {
+        let tls = try ProxyTLS(configuration: configuration)
+        let router: any Router
+        if let given {
+            router = given
+        } else {
+            switch configuration.routing {
+            case .static(let upstream):
+                router = StaticRouter(upstream: try UpstreamEndpoint(upstream))
+            case .router(let configured):
+                router = configured
+            case nil:
+                throw ProxyConfigurationError("no upstream configured")
+            }
+        }
+        return Settings(configuration: configuration, tls: tls, router: router, tuning: ChannelTuning(configuration))
+    }
+
+    /// The configuration new sessions start with.
+    public var configuration: ProxyConfiguration { settings.withLockedValue { $0.configuration } }
+    /// The router new sessions start with.
+    public var router: any Router { settings.withLockedValue { $0.router } }
+
     /// Whether the listeners are up and not shutting down (the admin listener's `/ready`).
     public var isReady: Bool { accepting.withLockedValue { $0 } }
 
     /// Binds every listener; returns their bound addresses.
     public func start() async throws -> [SocketAddress] {
         var addresses: [SocketAddress] = []
-        for listener in configuration.listeners {
+        for listener in listeners {
             let channel = try await bootstrap(for: listener).bind(host: listener.host, port: listener.port).get()
             channels.withLockedValue { $0.append(channel) }
             if let address = channel.localAddress { addresses.append(address) }
@@ -96,43 +122,89 @@ public final class ProxyServer: Sendable {
         }
     }
 
-    /// SIGHUP: re-reads certificates and the routing map, and reopens audit
-    /// logs (logrotate). What fails to load is reported and the previous
-    /// version stays in use.
+    /// SIGHUP without a configuration file to re-read (an embedding
+    /// program's): re-reads certificates and the router's sources, and
+    /// reopens audit logs (logrotate). What fails to load is reported and
+    /// the previous version stays in use.
     public func reload() {
+        let current = settings.withLockedValue { $0 }
         var succeeded = true
         do {
-            try tls.store?.reload()
-            if tls.store != nil { logger.info("certificates reloaded") }
+            try current.tls.store?.reload()
+            if current.tls.store != nil { logger.info("certificates reloaded") }
         } catch {
             succeeded = false
             logger.error("certificate reload failed; keeping the previous certificates", metadata: ["error": "\(error)"])
         }
         do {
-            try router.reload()
+            try current.router.reload()
             logger.info("routing reloaded")
         } catch {
             succeeded = false
             logger.error("routing reload failed; keeping the previous routing", metadata: ["error": "\(error)"])
         }
-        for path in configuration.filters.reopenAuditLogs() {
-            succeeded = false
+        succeeded = reopenAuditLogs(current.configuration) && succeeded
+        metrics.configReloaded(succeeded: succeeded)
+    }
+
+    /// SIGHUP with the configuration file read again: new sessions start
+    /// with `configuration` (rules and scripts, routing, certificates,
+    /// limits, timeouts, greeting, mode); sessions already running keep the
+    /// one they started with. Listeners, `threads` and `admin` need a new
+    /// socket or thread: a change to them is logged as needing a restart.
+    /// If the new certificates or routing do not load, nothing changes.
+    public func reload(configuration new: ProxyConfiguration) {
+        let previous = settings.withLockedValue { $0 }
+        let fresh: Settings
+        do {
+            fresh = try ProxyServer.settings(for: new, router: givenRouter)
+            if givenRouter != nil { try fresh.router.reload() }
+        } catch {
+            logger.error("configuration reload failed; keeping the running configuration", metadata: ["error": "\(error)"])
+            metrics.configReloaded(succeeded: false)
+            return
+        }
+        settings.withLockedValue { $0 = fresh }
+        limiter.update(maxConnections: new.maxConnections, maxPerIP: new.maxConnectionsPerIP)
+        penalty.update(baseDelay: new.loginFailureDelay, maximum: new.maxLoginPenalty)
+        // Sessions on the previous rules still write their audit logs: after logrotate, to new files.
+        let reopened = reopenAuditLogs(previous.configuration)
+        for change in ProxyServer.restartOnlyChanges(from: listeners, previous: previous.configuration, to: new) {
+            logger.notice("configuration change needs a restart; the running value stays", metadata: ["key": "\(change)"])
+        }
+        metrics.configReloaded(succeeded: reopened)
+        logger.info("configuration reloaded", metadata: [
+            "rules": "\(new.filters.entries.count)", "sessions.running": "\(sessions.count)",
+        ])
+    }
+
+    private func reopenAuditLogs(_ configuration: ProxyConfiguration) -> Bool {
+        let failed = configuration.filters.reopenAuditLogs()
+        for path in failed {
             logger.error("audit log reopen failed; keeping the previous file", metadata: ["audit.file": "\(path)"])
         }
-        metrics.configReloaded(succeeded: succeeded)
-        logger.notice("the main configuration file is not re-read on SIGHUP; restart to apply its changes")
+        return failed.isEmpty
+    }
+
+    /// Keys whose new value a reload cannot apply.
+    static func restartOnlyChanges(from bound: [ProxyConfiguration.Listener], previous: ProxyConfiguration,
+                                   to new: ProxyConfiguration) -> [String] {
+        var changes: [String] = []
+        let describe = { (listeners: [ProxyConfiguration.Listener]) in listeners.map { "\($0.name) \($0.security.rawValue)" } }
+        if describe(bound) != describe(new.listeners) { changes.append("listeners") }
+        if previous.threads != new.threads { changes.append("threads") }
+        if previous.admin?.description != new.admin?.description { changes.append("admin") }
+        if previous.logFormat != new.logFormat { changes.append("log.format") }
+        return changes
     }
 
     private func bootstrap(for listener: ProxyConfiguration.Listener) -> ServerBootstrap {
-        let configuration = self.configuration
-        let tls = self.tls
-        let router = self.router
+        let settings = self.settings
         let logger = self.logger
         let sessions = self.sessions
         let limiter = self.limiter
         let penalty = self.penalty
         let metrics = self.metrics
-        let tuning = ChannelTuning(configuration)
         let listenAddress = "\(HostPort(host: listener.host, port: listener.port))"
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -152,7 +224,7 @@ public final class ProxyServer: Sendable {
                             "client.address": "\(ip ?? "-")", "reason": "\(refusal.rawValue)",
                         ])
                         let pipeline = channel.pipeline.syncOperations
-                        if listener.security == .implicit, let context = tls.server {
+                        if listener.security == .implicit, let context = settings.withLockedValue({ $0.tls.server }) {
                             try pipeline.addHandler(NIOSSLServerHandler(context: context))
                         }
                         try pipeline.addHandler(ConnectionRefusalHandler())
@@ -162,13 +234,15 @@ public final class ProxyServer: Sendable {
                     // Options are set here rather than as child channel options so
                     // that a failure is logged: NIO would close the connection silently.
                     do {
-                        if let options = channel.syncOptions { try tuning.apply(to: options) }
+                        let current = settings.withLockedValue { $0 }
+                        if let options = channel.syncOptions { try current.tuning.apply(to: options) }
                         let id = sessions.nextID()
-                        let session = ProxySession(id: id, configuration: configuration, security: listener.security,
-                                                   tls: tls, router: router, penalty: penalty, clientChannel: channel,
-                                                   logger: logger, metrics: metrics, listener: listener.name)
+                        let session = ProxySession(id: id, configuration: current.configuration, security: listener.security,
+                                                   tls: current.tls, router: current.router, penalty: penalty,
+                                                   clientChannel: channel, logger: logger, metrics: metrics,
+                                                   listener: listener.name)
                         let pipeline = channel.pipeline.syncOperations
-                        if listener.security == .implicit, let context = tls.server {
+                        if listener.security == .implicit, let context = current.tls.server {
                             try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)
                         }
                         try pipeline.addHandler(ClientHandler(session: session))
