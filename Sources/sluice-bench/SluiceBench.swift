@@ -17,15 +17,15 @@ import Glibc
 struct SluiceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "IMAP load generator: fetch-large, latency, logins, idle, sync, tls; and nio-relay, a reference relay.")
+        abstract: "IMAP load generator: fetch-large, latency, logins, idle, sync, tls, list; and nio-relay, a reference relay.")
 
     enum Scenario: String, ExpressibleByArgument, CaseIterable {
-        case fetchLarge = "fetch-large", latency, logins, idle, sync, tls
+        case fetchLarge = "fetch-large", latency, logins, idle, sync, tls, list
         /// Not a scenario: runs a minimal NIO relay on --host/--port to --upstream-port until killed.
         case nioRelay = "nio-relay"
     }
 
-    @Argument(help: "fetch-large, latency, logins, idle, sync, tls; or nio-relay (a reference relay, runs until killed)")
+    @Argument(help: "fetch-large, latency, logins, idle, sync, tls, list; or nio-relay (a reference relay, runs until killed)")
     var scenario: Scenario
 
     @Option(help: "Server or proxy address.") var host = "127.0.0.1"
@@ -36,7 +36,7 @@ struct SluiceBench: AsyncParsableCommand {
     @Option(help: "UID of the large message (fetch-large, tls).") var largeUID = 121
     @Option(name: .customLong("range-uids"), help: "UID range fetched in one command (fetch-large, tls).") var rangeUIDs = "101:120"
     @Option(help: "Messages in the mailbox, UIDs 1…N (sync).") var messages = 122
-    @Option(help: "Round trips per command (latency).") var count = 2000
+    @Option(help: "Round trips per command (latency, list).") var count = 2000
     @Option(name: .customLong("repeat"), help: "Times each fetch runs; the median is reported (fetch-large, tls).") var repeats = 3
     @Option(help: "Concurrent clients (logins).") var clients = 8
     @Option(help: "Seconds to run (logins).") var seconds = 5.0
@@ -61,6 +61,7 @@ struct SluiceBench: AsyncParsableCommand {
         case .logins: result = try await logins(group: group)
         case .idle: result = try await idle(group: group)
         case .sync: result = try await sync(group: group)
+        case .list: result = try await list(group: group)
         case .nioRelay:
             guard let upstreamPort else { throw ValidationError("nio-relay needs --upstream-port") }
             try await NIORelay.run(listenHost: host, listenPort: port,
@@ -124,6 +125,31 @@ struct SluiceBench: AsyncParsableCommand {
         }
         if let cpuBefore, let cpuAfter = pid.flatMap(cpuTime(of:)) {
             result.merge(cpuAfter.since(cpuBefore).perOperation(2 * count, name: "round_trip")) { $1 }
+        }
+        await connection.close()
+        return result
+    }
+
+    /// `LIST "" "*"` round trips (a user with many folders: rules that
+    /// read every LIST line are what this measures), with the bytes of the
+    /// answer (hidden folders make it shorter) and the proxy's CPU per LIST.
+    private func list(group: EventLoopGroup) async throws -> [String: String] {
+        let connection = try await BenchConnection.connect(host: host, port: port, tls: nil, group: group)
+        try await login(connection, user: user)
+        let cpuBefore = pid.flatMap(cpuTime(of:))
+        var samples: [Double] = []
+        var bytes = 0
+        for _ in 0..<count {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let reply = try await connection.run("LIST \"\" \"*\"")
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1000)
+            guard reply.status == "OK" else { throw BenchError("LIST: \(reply.status)") }
+            bytes = reply.bytes
+        }
+        samples.sort()
+        var result = ["list_p50_us": format(samples[samples.count / 2]), "list_bytes": "\(bytes)"]
+        if let cpuBefore, let cpuAfter = pid.flatMap(cpuTime(of:)) {
+            result.merge(cpuAfter.since(cpuBefore).perOperation(count, name: "list")) { $1 }
         }
         await connection.close()
         return result
