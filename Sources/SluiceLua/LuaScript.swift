@@ -78,8 +78,8 @@ public final class LuaScript: Sendable {
         }
         self.commands = Set(commands.map { $0.uppercased() })
         self.responses = Set(responses.map { $0.uppercased() })
-        // The state that checked the script serves the thread that loaded it.
-        runtimes.withLockedValue { $0[LuaScript.currentThread] = runtime }
+        // The state that checked the script is not kept: the thread that loads a
+        // configuration (at start, or a reload's task) serves no sessions.
     }
 
     /// This thread's state, created on first use; throws when the script

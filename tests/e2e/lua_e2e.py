@@ -219,8 +219,10 @@ def sandbox_tests():
     marker = "/tmp/sluice-lua-escaped"
     if os.path.exists(marker):
         os.remove(marker)
+    admin_port = free_port()
     path, port = config("sandbox", lua_rule(script("misbehaving.lua", MISBEHAVING)),
-                        limits="limits: { lua_memory: 8MiB, lua_instructions: 2000000 }")
+                        limits="limits: { lua_memory: 8MiB, lua_instructions: 2000000 }\n"
+                               f'admin: {{ listen: "{HOST}:{admin_port}" }}')
     with Sluice(config=path, port=port) as sluice:
         # A second session does round trips all along; every one must be answered.
         stop = threading.Event()
@@ -291,6 +293,17 @@ def sandbox_tests():
             assert sluice.process.poll() is None
         check("sandbox: a session running at the same time got every answer; the proxy still serves logins",
               others_served)
+
+        def counted():
+            import urllib.request
+            text = urllib.request.urlopen(f"http://{HOST}:{admin_port}/metrics", timeout=10).read().decode()
+            values = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(sluice_\S+) (\S+)$", text, re.M)}
+            # 5 failing commands × 3, and the response: each counted once.
+            assert values.get("sluice_lua_errors_total") == 16, [l for l in text.splitlines() if "lua" in l]
+            assert values.get('sluice_commands_refused_total{rule="lua"}') == 15, \
+                [l for l in text.splitlines() if "refused" in l]
+        check("sandbox: sluice_lua_errors_total and sluice_commands_refused_total{rule=\"lua\"} count each failure",
+              counted)
 
 
 # ---------------------------------------------------------------------------
