@@ -164,7 +164,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceLuaTests",
-            dependencies: ["SluiceLua", "SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio"),
+            dependencies: ["SluiceLua", "CLua", "SluiceFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(

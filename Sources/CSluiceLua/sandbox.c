@@ -1,11 +1,21 @@
 #include "sluice_lua.h"
+#include "sandbox_internal.h"
 
-#include <lauxlib.h>
-#include <lualib.h>
 #include <stdlib.h>
+#include <time.h>
 
 /// The hook runs every this many VM instructions.
 #define SLUICE_HOOK_STEP 1000
+/// Largest string a script may make. An instruction that copies or compares
+/// strings (`..`, `==`) costs their length, which the count does not see:
+/// bounding strings bounds what 1,000 instructions between two hooks cost.
+#define SLUICE_MAX_STRING (256 * 1024)
+/// A call still running after this long is stopped, whatever its count (a
+/// backstop: with strings bounded and C functions charged, the count limit
+/// is reached first; the clock catches what no count sees).
+#define SLUICE_CALL_TIME_LIMIT_NS (250LL * 1000 * 1000)
+/// C functions pay one instruction per this many bytes they touch.
+#define SLUICE_BYTES_PER_UNIT 16
 
 struct sluice_lua {
     lua_State *L;
@@ -16,8 +26,9 @@ struct sluice_lua {
     /// values the proxy pushes for a call (bounded by the line limits) must
     /// never raise an error outside protected mode.
     int enforcing;
-    /// Instructions left for the current call.
+    /// Instructions left for the current call, and when it must end.
     long budget;
+    long long deadline_ns;
     enum sluice_lua_limit limit_hit;
     void *owner;
 };
@@ -30,15 +41,19 @@ static sluice_lua *sandbox_of(lua_State *L) {
 
 static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     sluice_lua *sandbox = ud;
-    if (ptr == NULL) osize = 0;  // then osize tells the kind of object
+    // A new block's osize is the type of object it is for (manual, lua_Alloc).
+    int new_string = ptr == NULL && (osize & 0x0F) == LUA_TSTRING;
+    if (ptr == NULL) osize = 0;
     if (nsize == 0) {
         free(ptr);
         sandbox->used -= osize;
         return NULL;
     }
-    if (nsize > osize && sandbox->enforcing && sandbox->used - osize + nsize > sandbox->limit) {
-        sandbox->limit_hit = SLUICE_LUA_MEMORY_LIMIT;
-        return NULL;  // Lua raises a memory error (after an emergency collection)
+    if (nsize > osize && sandbox->enforcing) {
+        if (sandbox->used - osize + nsize > sandbox->limit || (new_string && nsize > SLUICE_MAX_STRING)) {
+            sandbox->limit_hit = SLUICE_LUA_MEMORY_LIMIT;
+            return NULL;  // Lua raises a memory error (after an emergency collection)
+        }
     }
     void *grown = realloc(ptr, nsize);
     if (grown == NULL) return NULL;
@@ -46,11 +61,21 @@ static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return grown;
 }
 
+static long long now_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
 static void sandbox_hook(lua_State *L, lua_Debug *ar) {
     sluice_lua *sandbox = sandbox_of(L);
     sandbox->budget -= SLUICE_HOOK_STEP;
+    if (sandbox->budget > 0 && now_ns() > sandbox->deadline_ns) {
+        sandbox->budget = 0;
+        sandbox->limit_hit = SLUICE_LUA_TIME_LIMIT;
+    }
     if (sandbox->budget <= 0) {
-        sandbox->limit_hit = SLUICE_LUA_INSTRUCTION_LIMIT;
+        if (sandbox->limit_hit == SLUICE_LUA_WITHIN_LIMITS) sandbox->limit_hit = SLUICE_LUA_INSTRUCTION_LIMIT;
         // Where the script was (luaL_error's level 1 is no Lua function inside a hook).
         if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0) {
             luaL_error(L, "%s:%d: instruction limit reached", ar->short_src, ar->currentline);
@@ -64,13 +89,134 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar) {
 /// a time).
 static int raise_if_limit_hit(lua_State *L) {
     switch (sandbox_of(L)->limit_hit) {
-    case SLUICE_LUA_INSTRUCTION_LIMIT: return luaL_error(L, "instruction limit reached");
+    case SLUICE_LUA_INSTRUCTION_LIMIT:
+    case SLUICE_LUA_TIME_LIMIT: return luaL_error(L, "instruction limit reached");
     case SLUICE_LUA_MEMORY_LIMIT: return luaL_error(L, "memory limit reached");
     default: return 0;
     }
 }
 
-/// pcall and xpcall: the library's, then the limit check. Upvalue 1 is the original.
+void sluice_lua_charge(lua_State *L, long units) {
+    sluice_lua *sandbox = sandbox_of(L);
+    if (!sandbox->enforcing) return;
+    sandbox->budget -= units;
+    if (sandbox->budget > 0 && now_ns() > sandbox->deadline_ns) {
+        sandbox->budget = 0;
+        sandbox->limit_hit = SLUICE_LUA_TIME_LIMIT;
+    }
+    if (sandbox->budget <= 0) {
+        if (sandbox->limit_hit == SLUICE_LUA_WITHIN_LIMITS) sandbox->limit_hit = SLUICE_LUA_INSTRUCTION_LIMIT;
+        luaL_error(L, "instruction limit reached");
+    }
+}
+
+/// A C function of the libraries, charged for the work it does: upvalue 1
+/// is the function, upvalue 2 how its cost is estimated from its arguments
+/// (before it runs, so that a call too expensive never starts).
+enum cost {
+    COST_BYTES_OF_ARGUMENTS,  // every string argument's length (upper, lower, sub, byte, format …)
+    COST_REPEAT,              // string.rep: the result's length
+    COST_ARGUMENT_COUNT,      // string.char, utf8.char, table.pack
+    COST_TABLE_LENGTH,        // table.concat, insert, remove: the table's length
+    COST_TABLE_SORT,          // table.sort: n log n
+    COST_TABLE_RANGE,         // table.unpack (i, j), table.move (f, e)
+};
+
+static long table_length(lua_State *L, int index) {
+    return lua_type(L, index) == LUA_TTABLE ? (long)lua_rawlen(L, index) : 0;
+}
+
+static long range_cost(lua_State *L, int first, int last, long default_last) {
+    lua_Integer from = lua_type(L, first) == LUA_TNUMBER ? lua_tointeger(L, first) : 1;
+    lua_Integer to = lua_type(L, last) == LUA_TNUMBER ? lua_tointeger(L, last) : default_last;
+    if (to < from) return 0;
+    lua_Unsigned count = (lua_Unsigned)to - (lua_Unsigned)from;
+    return count >= (lua_Unsigned)0x7fffffff ? 0x7fffffffL : (long)count + 1;
+}
+
+static long estimate(lua_State *L, enum cost cost) {
+    int arguments = lua_gettop(L);
+    long bytes = 0;
+    switch (cost) {
+    case COST_BYTES_OF_ARGUMENTS:
+        for (int i = 1; i <= arguments; i++) {
+            if (lua_type(L, i) == LUA_TSTRING) bytes += (long)lua_rawlen(L, i);
+        }
+        return bytes / SLUICE_BYTES_PER_UNIT + 1;
+    case COST_REPEAT: {
+        lua_Integer times = lua_type(L, 2) == LUA_TNUMBER ? lua_tointeger(L, 2) : 0;
+        long unit = (lua_type(L, 1) == LUA_TSTRING ? (long)lua_rawlen(L, 1) : 0)
+                  + (lua_type(L, 3) == LUA_TSTRING ? (long)lua_rawlen(L, 3) : 0);
+        if (times <= 0 || unit == 0) return 1;
+        if (times > SLUICE_MAX_STRING || unit > SLUICE_MAX_STRING) return 0x7fffffffL;  // over the string cap anyway
+        return (long)(times * unit) / SLUICE_BYTES_PER_UNIT + 1;
+    }
+    case COST_ARGUMENT_COUNT:
+        return arguments + 1;
+    case COST_TABLE_LENGTH:
+        return table_length(L, 1) + 1;
+    case COST_TABLE_SORT: {
+        long n = table_length(L, 1), log = 1;
+        while ((1L << log) < n && log < 62) log++;
+        return n * log + 1;
+    }
+    case COST_TABLE_RANGE:
+        // unpack(t, i, j) and move(a1, f, e, t): the elements in the range.
+        return range_cost(L, 2, 3, table_length(L, 1)) + 1;
+    }
+    return 1;
+}
+
+static int charged_call(lua_State *L) {
+    sluice_lua_charge(L, estimate(L, (enum cost)lua_tointeger(L, lua_upvalueindex(2))));
+    int arguments = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, arguments, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static void charge_library(lua_State *L, const char *library, const char *const names[], enum cost cost) {
+    lua_getglobal(L, library);
+    for (const char *const *name = names; *name != NULL; name++) {
+        lua_getfield(L, -1, *name);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pushinteger(L, cost);
+        lua_pushcclosure(L, charged_call, 2);
+        lua_setfield(L, -2, *name);
+    }
+    lua_pop(L, 1);
+}
+
+static void charge_libraries(lua_State *L) {
+    static const char *const string_bytes[] = {
+        "byte", "format", "lower", "pack", "packsize", "reverse", "sub", "unpack", "upper", NULL,
+    };
+    static const char *const string_repeat[] = {"rep", NULL};
+    static const char *const string_count[] = {"char", NULL};
+    static const char *const utf8_bytes[] = {"codepoint", "len", "offset", "codes", NULL};
+    static const char *const utf8_count[] = {"char", NULL};
+    static const char *const table_length_cost[] = {"concat", "insert", "remove", NULL};
+    static const char *const table_sort[] = {"sort", NULL};
+    static const char *const table_range[] = {"unpack", "move", NULL};
+    static const char *const table_count[] = {"pack", NULL};
+    static const char *const base_bytes[] = {"tonumber", "tostring", "load", NULL};
+    charge_library(L, LUA_STRLIBNAME, string_bytes, COST_BYTES_OF_ARGUMENTS);
+    charge_library(L, LUA_STRLIBNAME, string_repeat, COST_REPEAT);
+    charge_library(L, LUA_STRLIBNAME, string_count, COST_ARGUMENT_COUNT);
+    charge_library(L, LUA_UTF8LIBNAME, utf8_bytes, COST_BYTES_OF_ARGUMENTS);
+    charge_library(L, LUA_UTF8LIBNAME, utf8_count, COST_ARGUMENT_COUNT);
+    charge_library(L, LUA_TABLIBNAME, table_length_cost, COST_TABLE_LENGTH);
+    charge_library(L, LUA_TABLIBNAME, table_sort, COST_TABLE_SORT);
+    charge_library(L, LUA_TABLIBNAME, table_range, COST_TABLE_RANGE);
+    charge_library(L, LUA_TABLIBNAME, table_count, COST_ARGUMENT_COUNT);
+    charge_library(L, LUA_GNAME, base_bytes, COST_BYTES_OF_ARGUMENTS);
+}
+
+/// pcall: the library's, then the limit check. Upvalue 1 is the original.
 static int guarded_pcall(lua_State *L) {
     int arguments = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -118,7 +264,16 @@ static void wrap_global(lua_State *L, const char *name, lua_CFunction wrapper) {
 /// proxy), sluice.log over the proxy's function, and strict globals.
 static const char prelude[] =
     "local log = ...\n"
-    "local type, error, select = type, error, select\n"
+    "local type, error, select, pcall = type, error, select, pcall\n"
+    "local pack, unpack = table.pack, table.unpack\n"
+    "-- xpcall's handler runs after the call has unwound, never inside the error:\n"
+    "-- an error raised by the instruction hook would run it with the hook off.\n"
+    "function xpcall(f, handler, ...)\n"
+    "  if type(handler) ~= 'function' then error('bad argument #2 to \\'xpcall\\' (function expected)', 2) end\n"
+    "  local results = pack(pcall(f, ...))\n"
+    "  if results[1] then return unpack(results, 1, results.n) end\n"
+    "  return false, handler(results[2])\n"
+    "end\n"
     "local function text(value, what, level)\n"
     "  if type(value) ~= 'string' then error(what .. ' must be a string', level + 1) end\n"
     "end\n"
@@ -170,9 +325,10 @@ static int open_sandbox(lua_State *L) {
     lua_setfield(L, -2, "dump");
     lua_pop(L, 1);
     wrap_global(L, "pcall", guarded_pcall);
-    wrap_global(L, "xpcall", guarded_pcall);
     wrap_global(L, "setmetatable", guarded_setmetatable);
     wrap_global(L, "load", guarded_load);
+    charge_libraries(L);
+    sluice_lua_open_patterns(L);
     if (luaL_loadbufferx(L, prelude, sizeof(prelude) - 1, "=sluice", "t") != LUA_OK) return lua_error(L);
     lua_pushcfunction(L, log);
     lua_call(L, 1, 0);
@@ -218,6 +374,7 @@ size_t sluice_lua_memory(sluice_lua *sandbox) { return sandbox->used; }
 static int protected_call(sluice_lua *sandbox, int nargs, long instructions) {
     lua_State *L = sandbox->L;
     sandbox->budget = instructions;
+    sandbox->deadline_ns = now_ns() + SLUICE_CALL_TIME_LIMIT_NS;
     sandbox->limit_hit = SLUICE_LUA_WITHIN_LIMITS;
     sandbox->enforcing = 1;
     lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, SLUICE_HOOK_STEP);

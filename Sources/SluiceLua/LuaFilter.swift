@@ -35,7 +35,7 @@ public struct LuaFilter: Filter, RuleKindNaming {
         if MailboxArguments.names.contains(command.baseName) {
             guard MailboxArguments.referenced(by: command.parsed) != nil else { return .reply(.bad("Mailbox name could not be read.")) }
             if let first = MailboxArguments.first(of: command.parsed) {
-                guard let name = first.displayName(utf8: utf8) else { return .reply(.bad("Mailbox name could not be read.")) }
+                guard let name = LuaFilter.readable(first, utf8: utf8) else { return .reply(.bad("Mailbox name could not be read.")) }
                 mailbox = name
             }
         }
@@ -77,7 +77,7 @@ public struct LuaFilter: Filter, RuleKindNaming {
             command.rewrite(rewritten)
             return next(command, context)
         case .reply(let status, let text):
-            switch LuaReplyCheck.reply(status: status, text: text) {
+            switch LuaReplyCheck.reply(status: status, text: text, command: command.baseName) {
             case .success(let reply): return .reply(reply)
             case .failure(let problem): return failed(command: command, "sluice.reply: \(problem.description)", context: context)
             }
@@ -85,7 +85,7 @@ public struct LuaFilter: Filter, RuleKindNaming {
             if let problem = lines.lazy.compactMap(LuaReplyCheck.untaggedProblem).first {
                 return failed(command: command, "sluice.answer: \(problem)", context: context)
             }
-            switch LuaReplyCheck.reply(status: status, text: text) {
+            switch LuaReplyCheck.reply(status: status, text: text, command: command.baseName) {
             case .success(let reply): return .answer(untagged: lines, reply: reply)
             case .failure(let problem): return failed(command: command, "sluice.answer: \(problem.description)", context: context)
             }
@@ -99,7 +99,7 @@ public struct LuaFilter: Filter, RuleKindNaming {
     private func failed(command: ClientCommand, _ message: String, context: FilterContext) -> CommandOutcome {
         LuaFilter.errors.increment()
         context.logger.error("Lua rule failed; command refused", metadata: [
-            "lua.script": "\(script.name)", "lua.error": "\(message)", "imap.command": "\(command.name)",
+            "lua.script": "\(script.name)", "lua.error": "\(LuaFilter.loggable(message))", "imap.command": "\(command.name)",
         ])
         return .reply(LuaFilter.unavailable)
     }
@@ -130,7 +130,7 @@ public struct LuaFilter: Filter, RuleKindNaming {
         }
         var mailboxName: String?
         if let mailbox {
-            guard let decoded = mailbox.displayName(utf8: utf8) else { return unreadable(response, name, context: context) }
+            guard let decoded = LuaFilter.readable(mailbox, utf8: utf8) else { return unreadable(response, name, context: context) }
             mailboxName = decoded
         }
         guard let selected = LuaFilter.selected(context) else {
@@ -183,7 +183,7 @@ public struct LuaFilter: Filter, RuleKindNaming {
     private func failed(response name: String, _ message: String, context: FilterContext) -> ResponseOutcome {
         LuaFilter.errors.increment()
         context.logger.error("Lua rule failed on a response; ending the session", metadata: [
-            "lua.script": "\(script.name)", "lua.error": "\(message)", "imap.response": "\(name)",
+            "lua.script": "\(script.name)", "lua.error": "\(LuaFilter.loggable(message))", "imap.response": "\(name)",
         ])
         return .endSession(reason: LuaFilter.responseFailure)
     }
@@ -208,7 +208,34 @@ public struct LuaFilter: Filter, RuleKindNaming {
     /// What is selected; `nil` when a mailbox is selected whose name cannot be read.
     static func selected(_ context: FilterContext) -> Selected? {
         guard case .selected(let mailbox, _) = context.state else { return Selected(name: nil) }
-        return mailbox.displayName(utf8: context.utf8Enabled).map { Selected(name: $0) }
+        return readable(mailbox, utf8: context.utf8Enabled).map { Selected(name: $0) }
+    }
+
+    /// A mailbox's name for a script: decoded, and without control characters
+    /// (`&AAo-` decodes to a line feed, which a script would write into a log
+    /// line or a reply); `nil` when it cannot be one.
+    static func readable(_ mailbox: MailboxName, utf8: Bool) -> String? {
+        guard let name = mailbox.displayName(utf8: utf8), LuaReplyCheck.isPrintable(name) else { return nil }
+        return name
+    }
+
+    /// Text a script produced, fit for one log line: control characters
+    /// escaped (`\n` as `\x0a`), at most 1,024 bytes.
+    static func loggable(_ text: String) -> String {
+        var result = ""
+        for scalar in text.unicodeScalars {
+            if result.utf8.count >= 1024 {
+                result += "…"
+                break
+            }
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                let hex = String(scalar.value, radix: 16)
+                result += "\\x" + (hex.count < 2 ? "0" : "") + hex
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
     }
 
     /// `HOST` of `HOST:PORT` or `[V6]:PORT`.

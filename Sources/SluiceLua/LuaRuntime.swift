@@ -122,7 +122,9 @@ final class LuaRuntime: @unchecked Sendable {
         var message = string(at: -1) ?? "error object is not a string"
         switch sluice_lua_last_limit(sandbox) {
         case SLUICE_LUA_INSTRUCTION_LIMIT: message += " (over limits.lua_instructions: \(limits.instructions))"
-        case SLUICE_LUA_MEMORY_LIMIT: message += " (over limits.lua_memory: \(limits.memory) bytes)"
+        case SLUICE_LUA_MEMORY_LIMIT:
+            message += " (over limits.lua_memory: \(limits.memory) bytes, or a string over 256 KiB)"
+        case SLUICE_LUA_TIME_LIMIT: message += " (the call ran over 250 ms)"
         default: break
         }
         lua_settop(state, 0)
@@ -172,7 +174,7 @@ final class LuaRuntime: @unchecked Sendable {
             "debug": .debug, "info": .info, "notice": .notice, "warning": .warning, "error": .error,
         ]
         guard let level = levels[level] else { return false }
-        logger?.log(level: level, "\(message)", metadata: ["lua.script": "\(LuaScript.displayName(chunkName))"])
+        logger?.log(level: level, "\(LuaFilter.loggable(message))", metadata: ["lua.script": "\(LuaScript.displayName(chunkName))"])
         return true
     }
 }

@@ -95,15 +95,15 @@ struct LuaFilterTests {
               return "(" .. table.concat(parts, " ") .. ")"
             end
             function on_command(cmd, session)
-              return sluice.answer({ table.concat({ cmd.tag, cmd.name, tostring(cmd.uid), tostring(cmd.mailbox),
+              return sluice.answer({ "XSHOW " .. table.concat({ cmd.tag, cmd.name, tostring(cmd.uid), tostring(cmd.mailbox),
                 show(cmd.args), cmd.line, session.user, session.client_ip, tostring(session.selected) }, "|") },
                 "OK", "Shown")
             end
             """)
         #expect(try session.command("t1 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER])\r\n")
-            == "* t1|FETCH|true|nil|(1:* (FLAGS BODY.PEEK[HEADER]))|t1 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER])|alice|192.0.2.7|nil\r\nt1 OK Shown\r\n")
+            == "* XSHOW t1|FETCH|true|nil|(1:* (FLAGS BODY.PEEK[HEADER]))|t1 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER])|alice|192.0.2.7|nil\r\nt1 OK Shown\r\n")
         #expect(try session.command("t2 XECHO {3}\r\nabc NIL \"q\"\r\n")
-            == "* t2|XECHO|false|nil|(literal:3 NIL q)|t2 XECHO {3}|alice|192.0.2.7|nil\r\nt2 OK Shown\r\n")
+            == "* XSHOW t2|XECHO|false|nil|(literal:3 NIL q)|t2 XECHO {3}|alice|192.0.2.7|nil\r\nt2 OK Shown\r\n")
     }
 
     @Test("session.data lives as long as the session and is the session's own")
@@ -212,6 +212,75 @@ struct LuaFilterTests {
         }
     }
 
+    @Test("work the count hook cannot see is paid for: xpcall handlers, C loops, backtracking, long strings")
+    func unseenWork() throws {
+        // Each body would run for minutes (or for ever) if only VM instructions were counted (red team L1, L2).
+        let bodies = [
+            "xpcall(function() while true do end end, function() while true do end end)",
+            "table.move({}, 1, 1e15, 1, {})",
+            "local s = string.rep('a', 3000); s:find('.-.-.-.-x')",
+            "local s = string.rep('x', 200000); for i = 1, 300000 do s:find('y') end",
+            "local s = string.rep('x', 200000); local t = string.rep('x', 199999) .. 'x'; for i = 1, 1e9 do local e = (s == t) end",
+            "local t = {}; for i = 1, 1e5 do t[i] = i end; for i = 1, 1e6 do table.concat(t, ',') end",
+            "local s = string.rep('ab', 100000); for i = 1, 1e6 do s:upper() end",
+            "local t = {}; for i = 1, 1e5 do t[i] = i end; for i = 1, 1e6 do table.insert(t, 1, i) end",
+            "string.rep('x', 300000)",
+            "local s = string.rep('x', 200000) .. string.rep('y', 200000)",
+            "local parts = {} for i = 1, 1e6 do parts[i] = 'x' end; local s = table.concat(parts)",
+        ]
+        for body in bodies {
+            let session = try Session("""
+                commands = { "NOOP" }
+                function on_command(cmd) \(body) end
+                """, limits: LuaLimits(memory: 32 << 20, instructions: 1_000_000))
+            #expect(try session.command("a NOOP\r\n").hasPrefix("a NO [UNAVAILABLE]"), "\(body)")
+            #expect(session.log.all.contains { $0.contains("limit") }, "\(body): \(session.log.all)")
+        }
+    }
+
+    @Test("a script's log line cannot forge another: control characters are escaped")
+    func logInjection() throws {
+        let session = try Session("""
+            commands = { "NOOP" }
+            function on_command(cmd) sluice.log("notice", "one\\nlevel=error forged") end
+            """)
+        #expect(try session.command("a NOOP\r\n") == "forward")
+        #expect(session.log.all.contains("notice one\\x0alevel=error forged lua.script=test.lua"), "\(session.log.all)")
+    }
+
+    @Test("a mailbox name that decodes to control characters is not handed to a script")
+    func controlCharactersInNames() throws {
+        let session = try Session("""
+            commands = { "DELETE" }
+            responses = { "LIST" }
+            function on_command(cmd) end
+            function on_response(resp) end
+            """)
+        #expect(try session.command("a DELETE \"foo&AAo-FAKE\"\r\n") == "a BAD Mailbox name could not be read.\r\n")
+        #expect(try session.response("* LIST () \"/\" \"x&AA0ACg-y\"\r\n") == "drop")
+    }
+
+    @Test("answers cannot change what the client knows: no fake EXPUNGE, CAPABILITY, state codes, or OK to SELECT")
+    func stateChangingAnswers() throws {
+        let session = try Session("""
+            commands = { "SELECT", "XA", "XB", "XC", "XD", "XE", "XF", "XOK" }
+            function on_command(cmd)
+              if cmd.name == "SELECT" then return sluice.reply("OK", "[READ-WRITE] selected by the proxy") end
+              if cmd.name == "XA" then return sluice.answer({ "3 EXPUNGE" }, "OK", "x") end
+              if cmd.name == "XB" then return sluice.answer({ "CAPABILITY IMAP4rev1 LOGINDISABLED" }, "OK", "x") end
+              if cmd.name == "XC" then return sluice.answer({ "OK [UIDVALIDITY 1] x" }, "OK", "x") end
+              if cmd.name == "XD" then return sluice.reply("NO", "see attached {5}") end
+              if cmd.name == "XE" then return sluice.reply("NO", "[CAPABILITY IMAP4rev1] x") end
+              if cmd.name == "XF" then return sluice.answer({ "FLAGS (\\\\Seen)" }, "OK", "x") end
+              if cmd.name == "XOK" then return sluice.answer({ "XOK 1", "OK [ALERT] fine", "LIST () \\"/\\" X" }, "OK", "[TOOBIG] y") end
+            end
+            """)
+        for name in ["SELECT INBOX", "XA", "XB", "XC", "XD", "XE", "XF"] {
+            #expect(try session.command("t \(name)\r\n").hasPrefix("t NO [UNAVAILABLE]"), "\(name)")
+        }
+        #expect(try session.command("t XOK\r\n") == "* XOK 1\r\n* OK [ALERT] fine\r\n* LIST () \"/\" X\r\nt OK [TOOBIG] y\r\n")
+    }
+
     @Test("a runtime error in on_response ends the session rather than passing the response")
     func responseError() throws {
         let session = try Session("""
@@ -290,7 +359,7 @@ struct LuaFilterTests {
         let script = try LuaScript(source: Array("""
             commands = { "NOOP" }
             calls = 0
-            function on_command(cmd) calls = calls + 1; return sluice.answer({ "CALLS " .. calls }, "OK", "x") end
+            function on_command(cmd) calls = calls + 1; return sluice.answer({ "XCALLS " .. calls }, "OK", "x") end
             """.utf8), name: "test.lua")
         let results = NIOLockedValueBox<[String]>([])
         let threads = (0..<2).map { _ in
@@ -310,6 +379,6 @@ struct LuaFilterTests {
         }
         for thread in threads { thread.start() }
         while results.withLockedValue({ $0.count }) < 2 { try await Task.sleep(nanoseconds: 1_000_000) }
-        #expect(results.withLockedValue { $0 } == ["* CALLS 1\r\na OK x\r\n", "* CALLS 1\r\na OK x\r\n"])
+        #expect(results.withLockedValue { $0 } == ["* XCALLS 1\r\na OK x\r\n", "* XCALLS 1\r\na OK x\r\n"])
     }
 }

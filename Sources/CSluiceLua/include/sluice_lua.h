@@ -18,6 +18,8 @@ enum sluice_lua_limit {
     SLUICE_LUA_WITHIN_LIMITS = 0,
     SLUICE_LUA_INSTRUCTION_LIMIT = 1,
     SLUICE_LUA_MEMORY_LIMIT = 2,
+    /// The call ran past its time backstop (250 ms): work no count saw.
+    SLUICE_LUA_TIME_LIMIT = 3,
 };
 
 /// A new sandboxed state: only base (without dofile, loadfile, require,
