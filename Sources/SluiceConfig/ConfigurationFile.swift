@@ -174,7 +174,7 @@ private struct FileReader {
     }
 
     private func listener(_ value: YAMLValue) -> ProxyConfiguration.Listener? {
-        guard let fields = value.fields(["address", "tls"]) else { return nil }
+        guard let fields = value.fields(["address", "tls", "proxy_protocol", "proxy_protocol_trusted"]) else { return nil }
         guard let addressValue = fields["address"] else {
             value.report("a listener needs address: HOST:PORT")
             return nil
@@ -182,7 +182,30 @@ private struct FileReader {
         guard let address = hostPort(addressValue) else { return nil }
         let security = fields["tls"].map { $0.oneOf(ProxyConfiguration.ListenerSecurity.self) } ?? .plain
         guard let security else { return nil }
-        return ProxyConfiguration.Listener(host: address.host, port: address.port, security: security)
+        var listener = ProxyConfiguration.Listener(host: address.host, port: address.port, security: security)
+        if let flag = fields["proxy_protocol"] {
+            guard let on = flag.bool() else { return nil }
+            listener.proxyProtocol = on
+        }
+        if let trusted = fields["proxy_protocol_trusted"] {
+            for item in trusted.listOrSingle() {
+                guard let text = item.nonEmptyString() else { return nil }
+                guard let network = IPNetwork(text) else {
+                    item.report("not an address or network (ADDRESS/BITS): \(text)")
+                    return nil
+                }
+                listener.proxyProtocolTrusted.append(network)
+            }
+        }
+        if listener.proxyProtocol, listener.proxyProtocolTrusted.isEmpty {
+            (fields["proxy_protocol"] ?? value).report(
+                "proxy_protocol needs proxy_protocol_trusted: [ADDRESS/BITS, …], the balancers allowed to send the header")
+            return nil
+        }
+        if !listener.proxyProtocol, let trusted = fields["proxy_protocol_trusted"] {
+            trusted.report("proxy_protocol_trusted applies only with proxy_protocol: true")
+        }
+        return listener
     }
 
     private func certificate(_ value: YAMLValue) -> ProxyConfiguration.Certificate? {
@@ -228,7 +251,7 @@ private struct FileReader {
 /// shared by the main file and the routing map.
 func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: String?) -> ProxyConfiguration.Upstream? {
     guard let fields = value.fields([
-        "address", "tls", "ca", "verify", "server_name", "forward_client_address", "tls_min_version",
+        "address", "tls", "ca", "verify", "server_name", "forward_client_address", "tls_min_version", "proxy_protocol",
     ]) else { return nil }
     guard let addressValue = fields["address"] else {
         value.report("an upstream needs address: HOST:PORT")
@@ -266,6 +289,10 @@ func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: Str
     if let version = fields["tls_min_version"] {
         guard let parsed = version.oneOf(ProxyConfiguration.TLSVersion.self) else { return nil }
         upstream.minimumTLSVersion = parsed
+    }
+    if let version = fields["proxy_protocol"] {
+        guard let parsed = version.oneOf(ProxyProtocol.Version.self) else { return nil }
+        upstream.proxyProtocol = parsed
     }
     if upstream.security == .plain, fields["ca"] != nil || fields["server_name"] != nil {
         value.report("ca and server_name only apply with tls: starttls or implicit")

@@ -769,7 +769,7 @@ upstream: {{ address: "{HOST}:{PORT}" }}
             make_certificate(work, "b.test")  # a new certificate and key in the same files
             sluice.process.send_signal(signal.SIGHUP)
             deadline = time.time() + 10
-            while "certificates reloaded" not in sluice.log_text():
+            while "configuration reloaded" not in sluice.log_text():
                 assert time.time() < deadline, "no reload logged"
                 time.sleep(0.05)
             after = peer_common_name(port, "b.test")

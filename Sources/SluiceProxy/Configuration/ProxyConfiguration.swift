@@ -29,11 +29,19 @@ public struct ProxyConfiguration: Sendable {
         public var host: String
         public var port: Int
         public var security: ListenerSecurity
+        /// Every connection starts with a PROXY protocol header (v1 or v2)
+        /// from a load balancer, whose source address is the client's.
+        public var proxyProtocol: Bool
+        /// Balancers allowed to send it; any other connection is closed.
+        public var proxyProtocolTrusted: [IPNetwork]
 
-        public init(host: String, port: Int, security: ListenerSecurity) {
+        public init(host: String, port: Int, security: ListenerSecurity, proxyProtocol: Bool = false,
+                    proxyProtocolTrusted: [IPNetwork] = []) {
             self.host = host
             self.port = port
             self.security = security
+            self.proxyProtocol = proxyProtocol
+            self.proxyProtocolTrusted = proxyProtocolTrusted
         }
 
         /// `HOST:PORT` as configured: the `listener` label of the session metrics.
@@ -113,6 +121,9 @@ public struct ProxyConfiguration: Sendable {
         public var forwardClientAddress: Bool
         /// The oldest TLS version accepted from this upstream.
         public var minimumTLSVersion: TLSVersion = .tls12
+        /// Send a PROXY protocol header with the client's address before
+        /// anything else (Dovecot: a `haproxy = yes` listener); off when `nil`.
+        public var proxyProtocol: ProxyProtocol.Version?
 
         public init(host: String, port: Int, security: UpstreamSecurity = .plain, caFile: String? = nil,
                     verifyCertificate: Bool = true, serverName: String? = nil, forwardClientAddress: Bool = true) {

@@ -95,11 +95,14 @@ public struct UpstreamEndpoint: Sendable {
     public var address: SocketAddress?
     /// See `ProxyConfiguration.Upstream.forwardClientAddress`.
     public var forwardClientAddress: Bool
+    /// See `ProxyConfiguration.Upstream.proxyProtocol`.
+    public var proxyProtocol: ProxyProtocol.Version?
 
     public init(_ upstream: ProxyConfiguration.Upstream) throws {
         host = upstream.host
         port = upstream.port
         forwardClientAddress = upstream.forwardClientAddress
+        proxyProtocol = upstream.proxyProtocol
         address = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
         security = upstream.security
         if upstream.security != .plain {

@@ -190,7 +190,9 @@ public final class ProxyServer: Sendable {
     static func restartOnlyChanges(from bound: [ProxyConfiguration.Listener], previous: ProxyConfiguration,
                                    to new: ProxyConfiguration) -> [String] {
         var changes: [String] = []
-        let describe = { (listeners: [ProxyConfiguration.Listener]) in listeners.map { "\($0.name) \($0.security.rawValue)" } }
+        let describe = { (listeners: [ProxyConfiguration.Listener]) in
+            listeners.map { "\($0.name) \($0.security.rawValue) \($0.proxyProtocol) \($0.proxyProtocolTrusted)" }
+        }
         if describe(bound) != describe(new.listeners) { changes.append("listeners") }
         if previous.threads != new.threads { changes.append("threads") }
         if previous.admin?.description != new.admin?.description { changes.append("admin") }
@@ -199,12 +201,10 @@ public final class ProxyServer: Sendable {
     }
 
     private func bootstrap(for listener: ProxyConfiguration.Listener) -> ServerBootstrap {
-        let settings = self.settings
         let logger = self.logger
-        let sessions = self.sessions
-        let limiter = self.limiter
-        let penalty = self.penalty
         let metrics = self.metrics
+        let setup = ConnectionSetup(settings: settings, logger: logger, sessions: sessions, limiter: limiter,
+                                    penalty: penalty, metrics: metrics)
         let listenAddress = "\(HostPort(host: listener.host, port: listener.port))"
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -217,50 +217,93 @@ public final class ProxyServer: Sendable {
             }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let ip = channel.remoteAddress?.ipAddress
-                    if let refusal = limiter.acquire(ip: ip) {
-                        metrics.connectionRefused(refusal == .limit ? .limit : .perIPLimit)
-                        logger.notice("connection refused", metadata: [
-                            "client.address": "\(ip ?? "-")", "reason": "\(refusal.rawValue)",
-                        ])
-                        let pipeline = channel.pipeline.syncOperations
-                        if listener.security == .implicit, let context = settings.withLockedValue({ $0.tls.server }) {
-                            try pipeline.addHandler(NIOSSLServerHandler(context: context))
-                        }
-                        try pipeline.addHandler(ConnectionRefusalHandler())
+                    guard listener.proxyProtocol else {
+                        try setup.start(channel, listener: listener, client: channel.remoteAddress,
+                                        connected: channel.localAddress)
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in limiter.release(ip: ip) }
-                    // Options are set here rather than as child channel options so
-                    // that a failure is logged: NIO would close the connection silently.
-                    do {
-                        let current = settings.withLockedValue { $0 }
-                        if let options = channel.syncOptions { try current.tuning.apply(to: options) }
-                        let id = sessions.nextID()
-                        let session = ProxySession(id: id, configuration: current.configuration, security: listener.security,
-                                                   tls: current.tls, router: current.router, penalty: penalty,
-                                                   clientChannel: channel, logger: logger, metrics: metrics,
-                                                   listener: listener.name)
-                        let pipeline = channel.pipeline.syncOperations
-                        if listener.security == .implicit, let context = current.tls.server {
-                            try pipeline.addHandler(NIOSSLServerHandler(context: context), position: .first)
-                        }
-                        try pipeline.addHandler(ClientHandler(session: session))
-                        // Registered only once it is set up: a failure above leaves nothing behind.
-                        let bound = NIOLoopBound(session, eventLoop: channel.eventLoop)
-                        sessions.add(id, SessionRegistry.Handle(eventLoop: channel.eventLoop, session: bound))
-                        // The session is open as long as its client connection, including one
-                        // closed before it became active (no channelInactive then, so the session
-                        // never ends by itself, and a graceful shutdown would wait for it).
-                        channel.closeFuture.whenComplete { _ in sessions.remove(id) }
-                    } catch {
-                        let address = HostPort(channel.remoteAddress)?.description ?? "-"
-                        logger.warning("could not set up a client connection",
-                                       metadata: ["client.address": "\(address)", "error": "\(error)"])
-                        throw error
+                    // Only a trusted balancer may say who the client is.
+                    let peer = channel.remoteAddress
+                    guard let peer, listener.proxyProtocolTrusted.contains(where: { $0.contains(peer) }) else {
+                        setup.refused(peer, reason: "PROXY protocol from an untrusted address")
+                        throw ProxyProtocolRefused()
                     }
+                    try channel.pipeline.syncOperations.addHandler(ProxyProtocolReader(
+                        setUp: { channel, header in
+                            try setup.start(channel, listener: listener, client: header.source ?? channel.remoteAddress,
+                                            connected: header.destination ?? channel.localAddress)
+                        },
+                        refused: { reason in setup.refused(peer, reason: reason) }))
                 }
             }
+    }
+}
+
+/// A connection on a `proxy_protocol` listener that may not send a header.
+struct ProxyProtocolRefused: Error {}
+
+/// Builds a client connection's session: what every accepted connection
+/// gets, once its client's address is known (at once, or from a PROXY header).
+struct ConnectionSetup: Sendable {
+    let settings: NIOLockedValueBox<ProxyServer.Settings>
+    let logger: Logger
+    let sessions: SessionRegistry
+    let limiter: ConnectionLimiter
+    let penalty: LoginPenalty
+    let metrics: ProxyMetrics
+
+    func refused(_ peer: SocketAddress?, reason: String) {
+        metrics.connectionRefused(.proxyProtocol)
+        logger.notice("connection refused", metadata: [
+            "client.address": "\(HostPort(peer)?.description ?? "-")", "reason": "\(reason)",
+        ])
+    }
+
+    func start(_ channel: Channel, listener: ProxyConfiguration.Listener, client: SocketAddress?,
+               connected: SocketAddress?) throws {
+        let ip = client?.ipAddress
+        let current = settings.withLockedValue { $0 }
+        let pipeline = channel.pipeline.syncOperations
+        if let refusal = limiter.acquire(ip: ip) {
+            metrics.connectionRefused(refusal == .limit ? .limit : .perIPLimit)
+            logger.notice("connection refused", metadata: [
+                "client.address": "\(ip ?? "-")", "reason": "\(refusal.rawValue)",
+            ])
+            if listener.security == .implicit, let context = current.tls.server {
+                try pipeline.addHandler(NIOSSLServerHandler(context: context))
+            }
+            try pipeline.addHandler(ConnectionRefusalHandler())
+            return
+        }
+        let limiter = self.limiter, sessions = self.sessions
+        channel.closeFuture.whenComplete { _ in limiter.release(ip: ip) }
+        // Options are set here rather than as child channel options so
+        // that a failure is logged: NIO would close the connection silently.
+        do {
+            if let options = channel.syncOptions { try current.tuning.apply(to: options) }
+            let id = sessions.nextID()
+            let session = ProxySession(id: id, configuration: current.configuration, security: listener.security,
+                                       tls: current.tls, router: current.router, penalty: penalty,
+                                       clientChannel: channel, clientAddress: client, connectedAddress: connected,
+                                       logger: logger, metrics: metrics, listener: listener.name)
+            // TLS (implicit) reads the bytes first, then the session; after a PROXY reader, if any.
+            if listener.security == .implicit, let context = current.tls.server {
+                try pipeline.addHandler(NIOSSLServerHandler(context: context))
+            }
+            try pipeline.addHandler(ClientHandler(session: session))
+            // Registered only once it is set up: a failure above leaves nothing behind.
+            let bound = NIOLoopBound(session, eventLoop: channel.eventLoop)
+            sessions.add(id, SessionRegistry.Handle(eventLoop: channel.eventLoop, session: bound))
+            // The session is open as long as its client connection, including one
+            // closed before it became active (no channelInactive then, so the session
+            // never ends by itself, and a graceful shutdown would wait for it).
+            channel.closeFuture.whenComplete { _ in sessions.remove(id) }
+        } catch {
+            let address = HostPort(client)?.description ?? "-"
+            logger.warning("could not set up a client connection",
+                           metadata: ["client.address": "\(address)", "error": "\(error)"])
+            throw error
+        }
     }
 }
 

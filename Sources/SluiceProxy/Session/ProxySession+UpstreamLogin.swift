@@ -28,7 +28,7 @@ extension ProxySession {
         upstreamLoginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.upstreamLoginTimeout) {
             deadlineBound.value.loginFailed(response: ProxySession.unavailable, reason: "upstream login timed out")
         }
-        let request = RouteRequest(credentials: credentials, clientAddress: clientChannel.remoteAddress,
+        let request = RouteRequest(credentials: credentials, clientAddress: clientAddress,
                                    clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         router.route(request, on: clientChannel.eventLoop).hop(to: clientChannel.eventLoop).whenComplete { result in
@@ -57,7 +57,7 @@ extension ProxySession {
         // With filters, the proxy asks the delimiter itself before the relay starts.
         let learn = phase.kind == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
         let forward = upstream.forwardClientAddress
-            ? ForwardedAddresses(client: clientChannel.remoteAddress, local: clientChannel.localAddress,
+            ? ForwardedAddresses(client: clientAddress, local: connectedAddress,
                                  clientID: preAuth.clientID) : nil
         if phase.kind == .loggingIn {
             let machine = UpstreamLoginStateMachine(
@@ -68,7 +68,10 @@ extension ProxySession {
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         let connectStarted = NIODeadline.now()
         let upstreamName = route.upstreamName
-        connector.connect(to: upstream, on: clientChannel.eventLoop) {
+        let proxyHeader = upstream.proxyProtocol.map {
+            ProxyProtocol.header($0, source: clientAddress, destination: connectedAddress)
+        }
+        connector.connect(to: upstream, on: clientChannel.eventLoop, proxyHeader: proxyHeader) {
             UpstreamHandler(session: bound.value)
         }.whenComplete { result in
             let session = bound.value
@@ -147,7 +150,7 @@ extension ProxySession {
         upstreamLoginDeadline?.cancel()
         upstreamLoginDeadline = nil
         loginCompleted()
-        penalty.succeeded(ip: LoginPenalty.key(for: clientChannel.remoteAddress))
+        penalty.succeeded(ip: LoginPenalty.key(for: clientAddress))
         phase = .relay
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
@@ -194,7 +197,7 @@ extension ProxySession {
         upstreamBuffer.clear()
         upstreamDecoder = ProxySession.upstreamLoginDecoder()
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        let delay = penalty.failed(ip: LoginPenalty.key(for: clientChannel.remoteAddress))
+        let delay = penalty.failed(ip: LoginPenalty.key(for: clientAddress))
         clientChannel.eventLoop.scheduleTask(in: delay) {
             let session = bound.value
             guard session.phase.kind == .loginFailed else { return }

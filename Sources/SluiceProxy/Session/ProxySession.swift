@@ -20,6 +20,12 @@ final class ProxySession {
     let router: any Router
     let penalty: LoginPenalty
     let clientChannel: Channel
+    /// The client's address: the connection's peer, or the source a PROXY
+    /// protocol header gave (a load balancer in front). Logs, routing, ID
+    /// forwarding, the PROXY header upstream and the login penalty use it.
+    let clientAddress: SocketAddress?
+    /// The address the client connected to (the balancer's, after a PROXY header).
+    let connectedAddress: SocketAddress?
     var logger: Logger
     var phase: SessionPhase = .preAuth
 
@@ -113,7 +119,8 @@ final class ProxySession {
     var ended = false
 
     init(id: Int, configuration: ProxyConfiguration, security: ProxyConfiguration.ListenerSecurity,
-         tls: ProxyTLS, router: any Router, penalty: LoginPenalty, clientChannel: Channel, logger: Logger,
+         tls: ProxyTLS, router: any Router, penalty: LoginPenalty, clientChannel: Channel,
+         clientAddress: SocketAddress?, connectedAddress: SocketAddress?, logger: Logger,
          metrics: ProxyMetrics, listener: String) {
         self.id = id
         self.metrics = metrics
@@ -132,6 +139,8 @@ final class ProxySession {
             transparentLogin = TransparentLoginObserver(rulesConfigured: !configuration.filters.isEmpty)
         }
         self.clientChannel = clientChannel
+        self.clientAddress = clientAddress
+        self.connectedAddress = connectedAddress
         self.inactivity = InactivityClock(limit: configuration.preAuthTimeout, now: .now())
         self.logger = logger
         self.logger[metadataKey: "imap.session.id"] = "\(id)"
@@ -213,7 +222,7 @@ final class ProxySession {
     }
 
     var clientAddressText: String? {
-        HostPort(clientChannel.remoteAddress).map(\.description)
+        HostPort(clientAddress).map(\.description)
     }
 
     /// Whether the client handler may ask its channel for more bytes.

@@ -17,13 +17,17 @@ struct UpstreamConnector: Sendable {
 
     /// Connects to `upstream` on the session's event loop; `makeHandler`
     /// runs on that loop when the channel is set up.
-    func connect(to upstream: UpstreamEndpoint, on eventLoop: any EventLoop,
+    /// `proxyHeader` (the PROXY protocol header for the client) goes first.
+    func connect(to upstream: UpstreamEndpoint, on eventLoop: any EventLoop, proxyHeader: ByteBuffer? = nil,
                  makeHandler: @escaping @Sendable () -> any ChannelHandler) -> EventLoopFuture<Channel> {
         let tlsContext = upstream.security == .implicit ? upstream.tlsContext : nil
         let serverName = upstream.serverName
         let bootstrap = tuning.apply(to: ClientBootstrap(group: eventLoop).connectTimeout(connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let proxyHeader {
+                        try channel.pipeline.syncOperations.addHandler(ProxyHeaderWriter(header: proxyHeader))
+                    }
                     if let tlsContext {
                         let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: serverName)
                         try channel.pipeline.syncOperations.addHandler(handler)

@@ -1,0 +1,308 @@
+import NIOCore
+
+/// The PROXY protocol header (HAProxy's proxy-protocol.txt, versions 1 and
+/// 2): a load balancer in front of Sluice sends it first on each
+/// connection to say who the client is, and Sluice sends it to an upstream
+/// (Dovecot's `haproxy = yes` listeners) for the same reason.
+///
+/// Parsing is a pure function of the bytes so far, without I/O.
+public enum ProxyProtocol {
+    /// What the header says.
+    public struct Header: Equatable, Sendable {
+        /// The client's address, or `nil` for `LOCAL` / `UNKNOWN` (the
+        /// balancer's own health check: the connection's address stands).
+        public var source: SocketAddress?
+        public var destination: SocketAddress?
+        /// Bytes the header took.
+        public var length: Int
+    }
+
+    public enum Parse: Equatable, Sendable {
+        case needMore
+        case header(Header)
+        case invalid(String)
+    }
+
+    /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
+    static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
+    /// A v1 line is at most 107 bytes with its CRLF.
+    static let maxV1Length = 107
+    /// The longest v2 header accepted (16 bytes, addresses and TLVs). The
+    /// format allows 64 KiB of TLVs; balancers send a few dozen bytes.
+    public static let maxV2Length = 16 + 4096
+
+    /// Reads a header at the start of `bytes`.
+    public static func parse(_ bytes: ByteBufferView) -> Parse {
+        let prefix = Array(bytes.prefix(16))
+        if prefix.first == 0x0D {
+            let known = min(prefix.count, signature.count)
+            guard prefix[0..<known].elementsEqual(signature[0..<known]) else { return .invalid("not a PROXY header") }
+            return prefix.count < 16 ? .needMore : parseV2(bytes)
+        }
+        let v1 = Array("PROXY ".utf8)
+        let known = min(prefix.count, v1.count)
+        guard prefix[0..<known].elementsEqual(v1[0..<known]) else { return .invalid("not a PROXY header") }
+        return parseV1(bytes)
+    }
+
+    private static func parseV1(_ bytes: ByteBufferView) -> Parse {
+        guard let lineFeed = bytes.prefix(maxV1Length).firstIndex(of: 0x0A) else {
+            return bytes.count >= maxV1Length ? .invalid("PROXY v1 line longer than 107 bytes") : .needMore
+        }
+        let line = Array(bytes[bytes.startIndex..<lineFeed])
+        guard line.last == 0x0D else { return .invalid("PROXY v1 line not ended by CRLF") }
+        let fields = line.dropLast().split(separator: 0x20, omittingEmptySubsequences: false).map {
+            String(decoding: $0, as: UTF8.self)
+        }
+        let length = line.count + 1
+        guard fields.count >= 2 else { return .invalid("PROXY v1 line without a protocol") }
+        if fields[1] == "UNKNOWN" { return .header(Header(source: nil, destination: nil, length: length)) }
+        guard fields[1] == "TCP4" || fields[1] == "TCP6", fields.count == 6 else {
+            return .invalid("PROXY v1: expected TCP4, TCP6 or UNKNOWN with two addresses and two ports")
+        }
+        guard let sourcePort = port(fields[4]), let destinationPort = port(fields[5]),
+              let source = try? SocketAddress(ipAddress: fields[2], port: sourcePort),
+              let destination = try? SocketAddress(ipAddress: fields[3], port: destinationPort),
+              isV4(source) == (fields[1] == "TCP4"), isV4(destination) == (fields[1] == "TCP4")
+        else { return .invalid("PROXY v1: an address or port does not read") }
+        return .header(Header(source: source, destination: destination, length: length))
+    }
+
+    /// A decimal port without sign or leading zeros, 0–65535.
+    private static func port(_ text: String) -> Int? {
+        guard !text.isEmpty, text.count <= 5, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber),
+              text == "0" || !text.hasPrefix("0"), let value = Int(text), value <= 65535 else { return nil }
+        return value
+    }
+
+    private static func isV4(_ address: SocketAddress) -> Bool {
+        if case .v4 = address { return true }
+        return false
+    }
+
+    private static func parseV2(_ bytes: ByteBufferView) -> Parse {
+        let head = Array(bytes.prefix(16))
+        let versionCommand = head[12], family = head[13]
+        let length = Int(head[14]) << 8 | Int(head[15])
+        guard versionCommand >> 4 == 2 else { return .invalid("PROXY v2: version \(versionCommand >> 4)") }
+        guard 16 + length <= maxV2Length else { return .invalid("PROXY v2 header over \(maxV2Length) bytes") }
+        guard bytes.count >= 16 + length else { return .needMore }
+        let body = Array(bytes.dropFirst(16).prefix(length))
+        switch versionCommand & 0x0F {
+        case 0x0:  // LOCAL: the balancer's own connection
+            return .header(Header(source: nil, destination: nil, length: 16 + length))
+        case 0x1:  // PROXY
+            break
+        default:
+            return .invalid("PROXY v2: unknown command \(versionCommand & 0x0F)")
+        }
+        func port(_ offset: Int) -> Int { Int(body[offset]) << 8 | Int(body[offset + 1]) }
+        switch family {
+        case 0x11:  // TCP over IPv4
+            guard body.count >= 12 else { return .invalid("PROXY v2: IPv4 addresses cut short") }
+            let source = ipv4(Array(body[0..<4]), port: port(8)), destination = ipv4(Array(body[4..<8]), port: port(10))
+            return .header(Header(source: source, destination: destination, length: 16 + length))
+        case 0x21:  // TCP over IPv6
+            guard body.count >= 36 else { return .invalid("PROXY v2: IPv6 addresses cut short") }
+            let source = ipv6(Array(body[0..<16]), port: port(32)), destination = ipv6(Array(body[16..<32]), port: port(34))
+            return .header(Header(source: source, destination: destination, length: 16 + length))
+        case 0x00:  // UNSPEC: the connection's own address stands
+            return .header(Header(source: nil, destination: nil, length: 16 + length))
+        default:
+            return .invalid("PROXY v2: address family \(family) is not TCP")
+        }
+        // TLVs after the addresses are skipped: none changes what Sluice does.
+    }
+
+    private static func ipv4(_ bytes: [UInt8], port: Int) -> SocketAddress? {
+        try? SocketAddress(ipAddress: bytes.map(String.init).joined(separator: "."), port: port)
+    }
+
+    private static func ipv6(_ bytes: [UInt8], port: Int) -> SocketAddress? {
+        let groups = stride(from: 0, to: 16, by: 2).map { String(Int(bytes[$0]) << 8 | Int(bytes[$0 + 1]), radix: 16) }
+        return try? SocketAddress(ipAddress: groups.joined(separator: ":"), port: port)
+    }
+
+    // MARK: - Writing
+
+    public enum Version: String, Sendable, CaseIterable {
+        case v1, v2
+    }
+
+    /// The header for a connection from `source` to `destination`; `UNKNOWN`
+    /// / `LOCAL` when either is not an IP address of the same family.
+    public static func header(_ version: Version, source: SocketAddress?, destination: SocketAddress?) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        switch (version, source, destination) {
+        case (.v1, .v4?, .v4?), (.v1, .v6?, .v6?):
+            let family = isV4(source!) ? "TCP4" : "TCP6"
+            buffer.writeString("PROXY \(family) \(source!.ipAddress ?? "") \(destination!.ipAddress ?? "") "
+                + "\(source!.port ?? 0) \(destination!.port ?? 0)\r\n")
+        case (.v1, _, _):
+            buffer.writeString("PROXY UNKNOWN\r\n")
+        case (.v2, .v4(let from)?, .v4(let to)?):
+            buffer.writeBytes(signature)
+            buffer.writeBytes([0x21, 0x11, 0x00, 12])
+            _ = withUnsafeBytes(of: from.address.sin_addr) { buffer.writeBytes($0) }
+            _ = withUnsafeBytes(of: to.address.sin_addr) { buffer.writeBytes($0) }
+            buffer.writeInteger(UInt16(source!.port ?? 0))
+            buffer.writeInteger(UInt16(destination!.port ?? 0))
+        case (.v2, .v6(let from)?, .v6(let to)?):
+            buffer.writeBytes(signature)
+            buffer.writeBytes([0x21, 0x21, 0x00, 36])
+            _ = withUnsafeBytes(of: from.address.sin6_addr) { buffer.writeBytes($0) }
+            _ = withUnsafeBytes(of: to.address.sin6_addr) { buffer.writeBytes($0) }
+            buffer.writeInteger(UInt16(source!.port ?? 0))
+            buffer.writeInteger(UInt16(destination!.port ?? 0))
+        case (.v2, _, _):
+            buffer.writeBytes(signature)
+            buffer.writeBytes([0x20, 0x00, 0x00, 0x00])  // LOCAL
+        }
+        return buffer
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `2001:db8::/32`) for `proxy_protocol_trusted`.
+public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
+    let bytes: [UInt8]
+    let prefixLength: Int
+
+    /// Parses `ADDRESS/BITS` or a single address.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard let first = parts.first, let address = try? SocketAddress(ipAddress: first, port: 0),
+              let bytes = IPNetwork.bytes(of: address) else { return nil }
+        let bits = parts.count == 2 ? Int(parts[1]) : bytes.count * 8
+        guard let bits, bits >= 0, bits <= bytes.count * 8, parts.count == 1 || parts[1].allSatisfy(\.isNumber) else {
+            return nil
+        }
+        self.bytes = bytes
+        self.prefixLength = bits
+    }
+
+    /// The address bytes, IPv4-mapped IPv6 addresses as IPv4.
+    static func bytes(of address: SocketAddress) -> [UInt8]? {
+        switch address {
+        case .v4(let v4): return withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return Array(bytes[12...]) }
+            return bytes
+        case .unixDomainSocket: return nil
+        }
+    }
+
+    public func contains(_ address: SocketAddress) -> Bool {
+        guard let other = IPNetwork.bytes(of: address), other.count == bytes.count else { return false }
+        var bits = prefixLength
+        for (a, b) in zip(bytes, other) {
+            if bits <= 0 { return true }
+            let mask: UInt8 = bits >= 8 ? 0xFF : ~(0xFF >> UInt8(bits))
+            if a & mask != b & mask { return false }
+            bits -= 8
+        }
+        return true
+    }
+
+    public var description: String {
+        let address = bytes.count == 4 ? bytes.map(String.init).joined(separator: ".")
+            : stride(from: 0, to: 16, by: 2).map { String(Int(bytes[$0]) << 8 | Int(bytes[$0 + 1]), radix: 16) }
+                .joined(separator: ":")
+        return "\(address)/\(prefixLength)"
+    }
+}
+
+/// First handler of a connection on a `proxy_protocol: true` listener:
+/// reads the PROXY header, then lets `setUp` build the session with the
+/// address it gave, and hands on what followed the header. Until then the
+/// client gets nothing (no greeting); a connection whose header is not
+/// valid, or does not arrive within `timeout`, is closed.
+final class ProxyProtocolReader: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    /// How long a balancer has to send the header (it sends it at once).
+    static let timeout: TimeAmount = .seconds(5)
+
+    private var buffer = ByteBuffer()
+    private var deadline: Scheduled<Void>?
+    private var done = false
+    private let setUp: (Channel, ProxyProtocol.Header) throws -> Void
+    private let refused: (String) -> Void
+
+    init(setUp: @escaping (Channel, ProxyProtocol.Header) throws -> Void, refused: @escaping (String) -> Void) {
+        self.setUp = setUp
+        self.refused = refused
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: ProxyProtocolReader.timeout) {
+            bound.value.0.fail(context: bound.value.1, reason: "no PROXY header within \(ProxyProtocolReader.timeout.nanoseconds / 1_000_000_000) s")
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+    }
+
+    /// The session starts once the header is read: this event is given to it then.
+    func channelActive(context: ChannelHandlerContext) {}
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return }
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        switch ProxyProtocol.parse(buffer.readableBytesView) {
+        case .needMore:
+            if buffer.readableBytes > ProxyProtocol.maxV2Length { fail(context: context, reason: "PROXY header too long") }
+        case .invalid(let reason):
+            fail(context: context, reason: reason)
+        case .header(let header):
+            done = true
+            deadline?.cancel()
+            buffer.moveReaderIndex(forwardBy: header.length)
+            do {
+                try setUp(context.channel, header)
+            } catch {
+                context.close(promise: nil)
+                return
+            }
+            context.fireChannelActive()
+            if buffer.readableBytes > 0 {
+                context.fireChannelRead(wrapInboundOut(buffer))
+                context.fireChannelReadComplete()
+            }
+            buffer = ByteBuffer()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Closed before a header: no session ever started, nothing to tell.
+        if done { context.fireChannelInactive() }
+    }
+
+    private func fail(context: ChannelHandlerContext, reason: String) {
+        guard !done else { return }
+        done = true
+        refused(reason)
+        context.close(promise: nil)
+    }
+}
+
+/// First handler of an upstream connection with `proxy_protocol`: sends the
+/// header before anything else (before TLS), then steps aside.
+final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let header: ByteBuffer
+
+    init(header: ByteBuffer) { self.header = header }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(NIOAny(header), promise: nil)
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}

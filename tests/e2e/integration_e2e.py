@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""End-to-end tests of Sluice in a mail system: the PROXY protocol in (from
+a load balancer) and out (to Dovecot's `haproxy = yes` listener).
+
+    tests/e2e/integration_e2e.py SLUICE_BINARY DOVECOT_DIR
+
+Like proxy_e2e.py (whose helpers this reuses); DOVECOT_HAPROXY_PORT is the
+private Dovecot's PROXY-protocol listener (scripts/dovecot-instance). What
+address the server saw is read from Dovecot's own log (`rip=`). Ends with a
+line "N passed, N failed".
+"""
+import importlib.util
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("proxy_e2e", os.path.join(HERE, "proxy_e2e.py"))
+pe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pe)
+
+Sluice, check, write, free_port, read_until = pe.Sluice, pe.check, pe.write, pe.free_port, pe.read_until
+DOVECOT_DIR, HOST, PORT = pe.DOVECOT_DIR, pe.HOST, pe.PORT
+HAPROXY_PORT = int(os.environ["DOVECOT_HAPROXY_PORT"])
+WORK = os.path.join(DOVECOT_DIR, "integration")
+DOVECOT_LOG = os.path.join(DOVECOT_DIR, "dovecot.log")
+
+
+def config(name, listener_extra="", upstream=None):
+    port = free_port()
+    upstream = upstream or f'{{ address: "{HOST}:{PORT}" }}'
+    path = write(os.path.join(WORK, f"{name}.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}"{listener_extra} }}]
+upstream: {upstream}
+""")
+    return path, port
+
+
+def proxy_v1(source, source_port, destination="127.0.0.1", destination_port=143):
+    family = "TCP6" if ":" in source else "TCP4"
+    return f"PROXY {family} {source} {destination} {source_port} {destination_port}\r\n".encode()
+
+
+def proxy_v2(source, source_port, destination="127.0.0.1", destination_port=143):
+    """Built from the specification's layout (not by the code under test)."""
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    body = socket.inet_aton(source) + socket.inet_aton(destination) + struct.pack("!HH", source_port, destination_port)
+    tlv = b"\x04\x00\x02ab"  # PP2_TYPE_NOOP, to be skipped
+    return signature + bytes([0x21, 0x11]) + struct.pack("!H", len(body) + len(tlv)) + body + tlv
+
+
+def dovecot_log_offset():
+    return os.path.getsize(DOVECOT_LOG) if os.path.exists(DOVECOT_LOG) else 0
+
+
+def logins_since(offset, user="alice"):
+    """Dovecot's login lines for `user` written after `offset`: their rip= values."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with open(DOVECOT_LOG, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        rips = re.findall(r"imap-login: (?:Info: )?Login: user=<" + re.escape(user) + r">.*?rip=([0-9a-f.:]+)", text)
+        if rips:
+            return rips
+        time.sleep(0.1)
+    return []
+
+
+def login(port, header=b"", source=None, user="alice"):
+    """Connects (from `source` if given), sends `header`, logs in; returns the socket and the login reply."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(20)
+    if source:
+        sock.bind((source, 0))
+    sock.connect((HOST, port))
+    if header:
+        sock.sendall(header)
+    greeting = read_until(sock, rb"\r\n")
+    assert greeting.startswith(b"* OK"), greeting
+    sock.sendall(f"a LOGIN {user} secret-{user}\r\n".encode())
+    return sock, read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+
+
+def closed_without_greeting(sock, timeout=15):
+    sock.settimeout(timeout)
+    try:
+        data = sock.recv(100)
+    except ConnectionResetError:
+        data = b""
+    return data == b""
+
+
+def proxy_protocol_tests():
+    trusted = ', proxy_protocol: true, proxy_protocol_trusted: ["127.0.0.0/8"]'
+    path, port = config("pp-in", trusted)
+    with Sluice(config=path, port=port) as sluice:
+        def v1_in():
+            offset = dovecot_log_offset()
+            sock, reply = login(port, proxy_v1("192.0.2.44", 5555))
+            assert b"a OK" in reply, reply
+            sock.close()
+            assert logins_since(offset) == ["192.0.2.44"], logins_since(offset)
+            assert "client.address=192.0.2.44:5555" in sluice.log_text()
+        check("PROXY in: a v1 header from a trusted balancer: Dovecot logs the client's address (forwarded by ID)",
+              v1_in)
+
+        def v2_in():
+            offset = dovecot_log_offset()
+            sock, reply = login(port, proxy_v2("198.51.100.9", 6000))
+            assert b"a OK" in reply, reply
+            sock.close()
+            assert logins_since(offset) == ["198.51.100.9"], logins_since(offset)
+        check("PROXY in: a v2 header (with a TLV) from a trusted balancer: Dovecot logs the client's address", v2_in)
+
+        def bytes_after_header():
+            # The balancer forwards at once: the header and the client's first command in one segment.
+            sock = socket.create_connection((HOST, port), timeout=20)
+            sock.sendall(proxy_v1("192.0.2.50", 1) + b"a CAPABILITY\r\n")
+            data = read_until(sock, rb"a OK[^\r\n]*\r\n")
+            assert data.startswith(b"* OK") and b"* CAPABILITY" in data, data
+            sock.close()
+        check("PROXY in: bytes in the same segment after the header are the client's", bytes_after_header)
+
+        def missing_header():
+            sock = socket.create_connection((HOST, port), timeout=20)
+            sock.sendall(b"a LOGIN alice secret-alice\r\n")
+            assert closed_without_greeting(sock), "a connection without a header got an answer"
+            sock.close()
+            sock = socket.create_connection((HOST, port), timeout=20)
+            assert closed_without_greeting(sock), "a silent connection was not closed"
+            sock.close()
+            assert "reason=\"no PROXY header within 5 s\"" in sluice.log_text(), sluice.log_text()[-1500:]
+        check("PROXY in: no header (other bytes, or silence past 5 s) is closed without a greeting", missing_header)
+
+    path, port = config("pp-untrusted", ', proxy_protocol: true, proxy_protocol_trusted: ["127.0.0.2/32"]')
+    with Sluice(config=path, port=port) as sluice:
+        def untrusted():
+            sock = socket.create_connection((HOST, port), timeout=20)
+            sock.sendall(proxy_v1("192.0.2.66", 1))
+            assert closed_without_greeting(sock)
+            sock.close()
+            assert "PROXY protocol from an untrusted address" in sluice.log_text()
+        check("PROXY in: a header from an address not in proxy_protocol_trusted is closed without a greeting",
+              untrusted)
+
+    path, port = config("pp-limits", trusted)
+    with open(path, "a") as f:
+        f.write("limits: { max_connections_per_ip: 1 }\n")
+    with Sluice(config=path, port=port) as sluice:
+        def per_address_limit():
+            first, _ = login(port, proxy_v1("192.0.2.70", 1))
+            other, _ = login(port, proxy_v1("192.0.2.71", 1))
+            sock = socket.create_connection((HOST, port), timeout=20)
+            sock.sendall(proxy_v1("192.0.2.70", 2))
+            refusal = read_until(sock, rb"\r\n")
+            assert refusal.startswith(b"* BYE [UNAVAILABLE]"), refusal
+            for s in (first, other, sock):
+                s.close()
+        check("PROXY in: per-address limits count the client's address, not the balancer's", per_address_limit)
+
+    for version in ("v1", "v2"):
+        upstream = f'{{ address: "{HOST}:{HAPROXY_PORT}", proxy_protocol: {version}, forward_client_address: false }}'
+        path, port = config(f"pp-out-{version}", upstream=upstream)
+        with Sluice(config=path, port=port):
+            def out(version=version):
+                offset = dovecot_log_offset()
+                sock, reply = login(port, source="127.0.0.9")
+                assert b"a OK" in reply, reply
+                sock.close()
+                assert logins_since(offset) == ["127.0.0.9"], logins_since(offset)
+            check(f"PROXY out ({version}): Dovecot's haproxy listener logs the client's own address (127.0.0.9)", out)
+
+    upstream = f'{{ address: "{HOST}:{HAPROXY_PORT}", proxy_protocol: v2 }}'
+    path, port = config("pp-both", trusted, upstream=upstream)
+    with Sluice(config=path, port=port):
+        def both():
+            offset = dovecot_log_offset()
+            sock, reply = login(port, proxy_v2("203.0.113.5", 7000))
+            assert b"a OK" in reply, reply
+            sock.close()
+            assert logins_since(offset) == ["203.0.113.5"], logins_since(offset)
+        check("PROXY in and out (with ID forwarding on): the balancer's client reaches Dovecot's log", both)
+
+
+def haproxy_scale_out_tests():
+    """docs/deployment.md's layout on loopback: HAProxy (TCP, send-proxy-v2)
+    in front of two Sluice instances with proxy_protocol: true, each sending
+    the PROXY header on to Dovecot's haproxy listener."""
+    instances = []
+    for name in ("sluice-a", "sluice-b"):
+        upstream = f'{{ address: "{HOST}:{HAPROXY_PORT}", proxy_protocol: v2 }}'
+        path, port = config(name, ', proxy_protocol: true, proxy_protocol_trusted: ["127.0.0.1/32"]', upstream=upstream)
+        instances.append((path, port))
+    front = free_port()
+    haproxy_config = write(os.path.join(WORK, "haproxy.cfg"), f"""
+global
+    maxconn 1000
+defaults
+    mode tcp
+    retries 1
+    option redispatch
+    timeout connect 5s
+    timeout client 5m
+    timeout server 5m
+frontend imap
+    bind {HOST}:{front}
+    default_backend sluice
+backend sluice
+    balance roundrobin
+    server a {HOST}:{instances[0][1]} send-proxy-v2
+    server b {HOST}:{instances[1][1]} send-proxy-v2
+""")
+    a = Sluice(config=instances[0][0], port=instances[0][1])
+    b = Sluice(config=instances[1][0], port=instances[1][1])
+    haproxy_log = open(os.path.join(WORK, "haproxy.log"), "w")
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", haproxy_config], stdout=haproxy_log, stderr=haproxy_log)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, front), timeout=0.5).close()
+                break
+            except OSError:
+                assert haproxy.poll() is None and time.time() < deadline, open(haproxy_log.name).read()
+                time.sleep(0.1)
+
+        def spread_and_real_address():
+            offset = dovecot_log_offset()
+            for _ in range(6):
+                sock, reply = login(front, source="127.0.0.9")
+                assert b"a OK" in reply, reply
+                sock.sendall(b"b LOGOUT\r\n")
+                read_until(sock, rb"b OK[^\r\n]*\r\n")
+                sock.close()
+            rips = logins_since(offset)
+            deadline = time.time() + 10
+            while len(rips) < 6 and time.time() < deadline:
+                time.sleep(0.1)
+                rips = logins_since(offset)
+            assert rips == ["127.0.0.9"] * 6, rips
+            served = [instance.log_text().count("upstream login succeeded") for instance in (a, b)]
+            assert served == [3, 3], f"logins per instance: {served}"
+            for instance in (a, b):
+                assert "client.address=127.0.0.9:" in instance.log_text()
+        check("scale-out: HAProxy (send-proxy-v2) spreads logins over two Sluice instances; Dovecot logs the "
+              "client's own address (127.0.0.9) for every login", spread_and_real_address)
+
+        def rolling_restart():
+            # One instance drains (SIGTERM); HAProxy's next connection to it fails over to the other.
+            a.stop()
+            for _ in range(2):
+                sock, reply = login(front, source="127.0.0.9")
+                assert b"a OK" in reply, reply
+                sock.close()
+        check("scale-out: with one instance stopped, logins through HAProxy still succeed", rolling_restart)
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+        haproxy_log.close()
+        for instance in (a, b):
+            if instance.process.poll() is None:
+                instance.stop()
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    proxy_protocol_tests()
+    haproxy_scale_out_tests()
+    print(f"{pe.results['passed']} passed, {pe.results['failed']} failed")
+    sys.exit(1 if pe.results["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()
