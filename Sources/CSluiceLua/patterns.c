@@ -79,6 +79,7 @@ static int in_class(int c, int letter) {
     case 'u': result = isupper(c); break;
     case 'w': result = isalnum(c); break;
     case 'x': result = isxdigit(c); break;
+    case 'z': result = (c == 0); break;  // deprecated in the manual, still in Lua 5.4's library
     default: return letter == c;  // %. %% %( …: the character itself
     }
     if (isupper(letter)) result = !result;
@@ -94,7 +95,8 @@ static int in_set(int c, const char *p, const char *end) {
         p++;
     }
     for (; p < end; p++) {
-        if (*p == '%' && p + 1 < end) {
+        if (*p == '%') {
+            // As Lua's library: the escaped character may be the set's closing ']'.
             p++;
             if (in_class(c, (unsigned char)*p)) return !negated;
         } else if (p + 2 < end && p[1] == '-') {
@@ -385,7 +387,8 @@ static int gmatch_next(lua_State *L) {
     lua_Integer last = lua_tointeger(L, lua_upvalueindex(4));
     Matcher m;
     start(&m, L, subject, length, pattern, plength);
-    for (const char *s = subject + position; s <= m.subject_end; s++) {
+    for (; position <= (lua_Integer)length; position++) {
+        const char *s = subject + position;
         m.captures = 0;
         m.depth = 0;
         const char *e = match(&m, s, pattern);
@@ -408,10 +411,10 @@ static int sluice_gmatch(lua_State *L) {
     size_t length;
     luaL_checklstring(L, 1, &length);
     luaL_checkstring(L, 2);
-    size_t init = start_index(luaL_optinteger(L, 3, 1), length);
-    if (init > length + 1) init = length + 1;
+    size_t start = start_index(luaL_optinteger(L, 3, 1), length) - 1;
+    if (start > length) start = length + 1;  // past the end: no matches (as Lua)
     lua_settop(L, 2);
-    lua_pushinteger(L, (lua_Integer)init - 1);
+    lua_pushinteger(L, (lua_Integer)start);
     lua_pushinteger(L, -1);
     lua_pushcclosure(L, gmatch_next, 4);
     return 1;

@@ -76,6 +76,10 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar) {
     }
     if (sandbox->budget <= 0) {
         if (sandbox->limit_hit == SLUICE_LUA_WITHIN_LIMITS) sandbox->limit_hit = SLUICE_LUA_INSTRUCTION_LIMIT;
+        // From now on every instruction raises: a to-be-closed variable's
+        // __close (run while the error unwinds, with the hook on) stops at its
+        // first instruction instead of getting 1,000 more (red team 2 #3).
+        lua_sethook(L, sandbox_hook, LUA_MASKCOUNT, 1);
         // Where the script was (luaL_error's level 1 is no Lua function inside a hook).
         if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0) {
             luaL_error(L, "%s:%d: instruction limit reached", ar->short_src, ar->currentline);
@@ -122,8 +126,14 @@ enum cost {
     COST_TABLE_RANGE,         // table.unpack (i, j), table.move (f, e)
 };
 
+/// The length the table functions will use: `#t`, through `__len` as they
+/// do (a raw length of 0 under a `__len` of 3e9 made table.insert loop for
+/// ever, red team 2 #2). `__len` runs here under the hook like any script code.
 static long table_length(lua_State *L, int index) {
-    return lua_type(L, index) == LUA_TTABLE ? (long)lua_rawlen(L, index) : 0;
+    if (lua_type(L, index) != LUA_TTABLE) return 0;
+    lua_Integer length = luaL_len(L, index);
+    if (length < 0) return 0;
+    return length > 0x7fffffffL ? 0x7fffffffL : (long)length;
 }
 
 static long range_cost(lua_State *L, int first, int last, long default_last) {
@@ -147,9 +157,10 @@ static long estimate(lua_State *L, enum cost cost) {
         lua_Integer times = lua_type(L, 2) == LUA_TNUMBER ? lua_tointeger(L, 2) : 0;
         long unit = (lua_type(L, 1) == LUA_TSTRING ? (long)lua_rawlen(L, 1) : 0)
                   + (lua_type(L, 3) == LUA_TSTRING ? (long)lua_rawlen(L, 3) : 0);
-        if (times <= 0 || unit == 0) return 1;
+        if (times <= 0) return 1;
+        // Lua loops `times` times even over an empty string (red team 2 #1).
         if (times > SLUICE_MAX_STRING || unit > SLUICE_MAX_STRING) return 0x7fffffffL;  // over the string cap anyway
-        return (long)(times * unit) / SLUICE_BYTES_PER_UNIT + 1;
+        return (long)(times * unit + times) / SLUICE_BYTES_PER_UNIT + 1;
     }
     case COST_ARGUMENT_COUNT:
         return arguments + 1;
@@ -230,10 +241,13 @@ static int guarded_pcall(lua_State *L) {
 /// which can happen outside any protected call.
 static int guarded_setmetatable(lua_State *L) {
     if (lua_type(L, 2) == LUA_TTABLE) {
-        lua_pushliteral(L, "__gc");
-        int kind = lua_rawget(L, 2);
-        lua_pop(L, 1);
-        if (kind != LUA_TNIL) return luaL_error(L, "finalizers (__gc) are not available to scripts");
+        static const char *const refused[] = {"__gc", "__close", NULL};
+        for (const char *const *name = refused; *name != NULL; name++) {
+            lua_pushstring(L, *name);
+            int kind = lua_rawget(L, 2);
+            lua_pop(L, 1);
+            if (kind != LUA_TNIL) return luaL_error(L, "%s is not available to scripts", *name);
+        }
     }
     int arguments = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -243,14 +257,31 @@ static int guarded_setmetatable(lua_State *L) {
 }
 
 /// load reads text only: bytecode can crash the interpreter.
+/// load's reader, charged for the bytes it hands the compiler. Upvalue 1 is the script's reader.
+static int charged_reader(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) sluice_lua_charge(L, (long)lua_rawlen(L, -1) / SLUICE_BYTES_PER_UNIT + 1);
+    return 1;
+}
+
+/// load reads text only: bytecode can crash the interpreter. A reader's
+/// chunks are charged, and a limit reached inside load (which catches
+/// errors and returns them) is raised again.
 static int guarded_load(lua_State *L) {
     if (lua_gettop(L) < 3) lua_settop(L, 3);
     lua_pushliteral(L, "t");
     lua_replace(L, 3);
+    if (lua_type(L, 1) == LUA_TFUNCTION) {
+        lua_pushvalue(L, 1);
+        lua_pushcclosure(L, charged_reader, 1);
+        lua_replace(L, 1);
+    }
     int arguments = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, arguments, LUA_MULTRET);
+    raise_if_limit_hit(L);
     return lua_gettop(L);
 }
 
@@ -329,6 +360,13 @@ static int open_sandbox(lua_State *L) {
     wrap_global(L, "load", guarded_load);
     charge_libraries(L);
     sluice_lua_open_patterns(L);
+    // The strings' metatable is shared by every string: a script may not change
+    // it (a __close there would make every string closable, red team 2 #3).
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
     if (luaL_loadbufferx(L, prelude, sizeof(prelude) - 1, "=sluice", "t") != LUA_OK) return lua_error(L);
     lua_pushcfunction(L, log);
     lua_call(L, 1, 0);

@@ -113,7 +113,12 @@ final class LuaRuntime: @unchecked Sendable {
         let status = sluice_lua_call(sandbox, 2, limits.instructions)
         self.logger = nil
         defer { lua_settop(state, 0) }
-        guard status == LUA_OK else { return .failed(failure()) }
+        // A limit reached inside something that caught it (load returns its
+        // error) still ends the call: its verdict was decided over the limit.
+        guard status == LUA_OK, sluice_lua_last_limit(sandbox) == SLUICE_LUA_WITHIN_LIMITS else {
+            if status == LUA_OK { lua_pushstring(state, "a limit was reached inside the call") }
+            return .failed(failure())
+        }
         return LuaReturn.read(stack)
     }
 

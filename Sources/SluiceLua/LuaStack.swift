@@ -101,6 +101,10 @@ enum LuaReturn: Equatable {
     case drop
     case failed(String)
 
+    /// What one `sluice.answer` may send (red team 2 #4: 400 lines of 250 KB were 100 MB on the wire).
+    static let maxAnswerLines = 10_000
+    static let maxAnswerBytes = 1 << 20
+
     /// Reads the value on top of the stack.
     static func read(_ stack: LuaStack) -> LuaReturn {
         let top = lua_gettop(stack.state)
@@ -130,9 +134,20 @@ enum LuaReturn: Equatable {
             }
             var lines: [String] = []
             let count = lua_rawlen(stack.state, -1)
+            guard count <= LuaReturn.maxAnswerLines else {
+                stack.pop()
+                return .failed("sluice.answer: \(count) untagged lines (at most \(LuaReturn.maxAnswerLines))")
+            }
+            var bytes = 0
             for index in 0..<count {
                 lua_rawgeti(stack.state, -1, lua_Integer(index + 1))
                 defer { stack.pop() }
+                // Measured before it is copied: the same long string a thousand times is a thousand copies.
+                if lua_type(stack.state, -1) == LUA_TSTRING { bytes += Int(lua_rawlen(stack.state, -1)) + 4 }
+                guard bytes <= LuaReturn.maxAnswerBytes else {
+                    stack.pop()
+                    return .failed("sluice.answer: over \(LuaReturn.maxAnswerBytes) bytes of untagged lines")
+                }
                 guard let line = stack.string(at: -1) else { return .failed("an untagged line of sluice.answer is not UTF-8 text") }
                 lines.append(line)
             }

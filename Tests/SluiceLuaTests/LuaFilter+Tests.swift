@@ -227,6 +227,13 @@ struct LuaFilterTests {
             "string.rep('x', 300000)",
             "local s = string.rep('x', 200000) .. string.rep('y', 200000)",
             "local parts = {} for i = 1, 1e6 do parts[i] = 'x' end; local s = table.concat(parts)",
+            // Red team 2: an empty string repeated, a __len the table functions obey, a reader given to load.
+            "string.rep('', 3000000000)",
+            "string.rep('', 1 << 62, '')",
+            "local t = setmetatable({}, { __len = function() return 3e9 end }); table.insert(t, 1, 'x')",
+            "local t = setmetatable({}, { __len = function() return 3e9 end }); table.remove(t, 1)",
+            "local t = setmetatable({}, { __len = function() return 1e9 end }); table.unpack(t)",
+            "local chunk = '--' .. string.rep('x', 200000); local f = load(function() return chunk end)",
         ]
         for body in bodies {
             let session = try Session("""
@@ -236,6 +243,49 @@ struct LuaFilterTests {
             #expect(try session.command("a NOOP\r\n").hasPrefix("a NO [UNAVAILABLE]"), "\(body)")
             #expect(session.log.all.contains { $0.contains("limit") }, "\(body): \(session.log.all)")
         }
+    }
+
+    @Test("a limit reached inside load (which returns the error) still fails the call (red team 2 #6)")
+    func limitInsideLoad() throws {
+        let session = try Session("""
+            commands = { "NOOP" }
+            function on_command(cmd)
+              local f = load(function() while true do end end)
+              return sluice.reply("NO", "decided after the limit")
+            end
+            """)
+        #expect(try session.command("a NOOP\r\n").hasPrefix("a NO [UNAVAILABLE]"))
+    }
+
+    @Test("__close cannot keep a call running after its limit (red team 2 #3)")
+    func closeHandlers() throws {
+        // setmetatable refuses __close, and the strings' shared metatable cannot be changed.
+        for body in ["local t <close> = setmetatable({}, { __close = function() while true do end end })",
+                     "getmetatable('').__close = function() while true do end end",
+                     "local mt = {}; local t = setmetatable({}, mt); mt.__close = function() local again <close> = t; while true do end end; local x <close> = t; while true do end"] {
+            let session = try Session("""
+                commands = { "NOOP" }
+                function on_command(cmd) \(body) end
+                """, limits: LuaLimits(memory: 256 << 20, instructions: 1_000_000))
+            #expect(try session.command("a NOOP\r\n").hasPrefix("a NO [UNAVAILABLE]"), "\(body)")
+        }
+    }
+
+    @Test("sluice.answer is bounded: at most 10,000 lines and 1 MiB (red team 2 #4)")
+    func answerSize() throws {
+        let session = try Session("""
+            commands = { "XBIG", "XMANY" }
+            local big = "XB " .. string.rep("y", 250000)
+            function on_command(cmd)
+              local t = {}
+              if cmd.name == "XBIG" then for i = 1, 400 do t[i] = big end end
+              if cmd.name == "XMANY" then for i = 1, 20000 do t[i] = "XA" end end
+              return sluice.answer(t, "OK", "x")
+            end
+            """)
+        #expect(try session.command("a XBIG\r\n").hasPrefix("a NO [UNAVAILABLE]"))
+        #expect(try session.command("b XMANY\r\n").hasPrefix("b NO [UNAVAILABLE]"))
+        #expect(session.log.all.contains { $0.contains("at most 10000") })
     }
 
     @Test("a script's log line cannot forge another: control characters are escaped")
