@@ -18,7 +18,7 @@ import Darwin
 /// loads. All problems are collected and thrown together.
 extension ProxyConfiguration {
     public static let fileKeys: Set<String> = [
-        "mode", "greeting", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log", "rules", "threads",
+        "mode", "greeting", "auth_mechanisms", "listeners", "tls", "upstream", "routing", "timeouts", "limits", "log", "rules", "threads",
         "admin",
     ]
 
@@ -54,6 +54,22 @@ private struct FileReader {
 
     mutating func read(_ fields: [String: YAMLValue], into configuration: inout ProxyConfiguration) {
         if let value = fields["mode"], let mode = value.oneOf(ProxyConfiguration.Mode.self) { configuration.mode = mode }
+        if let value = fields["auth_mechanisms"] {
+            var names: [String] = []
+            for item in value.listOrSingle() {
+                guard let name = item.nonEmptyString()?.uppercased() else { continue }
+                guard ProxyConfiguration.supportedAuthMechanisms.contains(name) else {
+                    item.report("unknown mechanism \(name) (one of \(ProxyConfiguration.supportedAuthMechanisms.joined(separator: ", ")))")
+                    continue
+                }
+                if !names.contains(name) { names.append(name) }
+            }
+            if names.isEmpty {
+                value.report("auth_mechanisms needs at least one mechanism")
+            } else {
+                configuration.authMechanisms = names
+            }
+        }
         if let value = fields["greeting"], let greeting = value.string() {
             if greeting.contains(where: { $0 == "\r" || $0 == "\n" }) || greeting.utf8.count > 200 {
                 value.report("must be one line of at most 200 bytes")

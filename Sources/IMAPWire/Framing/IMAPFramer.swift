@@ -106,6 +106,15 @@ public struct IMAPFramer: Sendable {
         endFrame()
     }
 
+    /// The exchange goes on after the framer left it: whoever answers for the
+    /// server (a proxy) sent another `+` challenge (a refused OAuth token's
+    /// error, RFC 7628 §3.2.3), so the client's next line is a SASL response.
+    /// Only between frames.
+    public mutating func authenticationResumed() {
+        clientExpectation = .saslResponse
+        expectationAfterFrame = .saslResponse
+    }
+
     /// The server answered the AUTHENTICATE command; the client sends commands again.
     public mutating func authenticationEnded() {
         if clientExpectation == .saslResponse { clientExpectation = .command }

@@ -138,6 +138,11 @@ public struct ProxyConfiguration: Sendable {
     }
 
     public var mode: Mode = .proxy
+    /// SASL mechanisms offered before login (`AUTH=…`), in order:
+    /// `PLAIN`, `LOGIN`, `XOAUTH2`, `OAUTHBEARER`.
+    public var authMechanisms: [String] = ProxyConfiguration.defaultAuthMechanisms
+    public static let defaultAuthMechanisms = ["PLAIN", "LOGIN"]
+    public static let supportedAuthMechanisms = ["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"]
     public var listeners: [Listener] = []
     /// The first is the default; others are chosen by SNI.
     public var certificates: [Certificate] = []

@@ -2,7 +2,8 @@ import IMAPWire
 
 /// The proxy's side of the conversation before login (RFC 3501 §6.1–6.2):
 /// greeting, CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN and AUTHENTICATE
-/// PLAIN/LOGIN (with and without SASL-IR). Everything else is refused.
+/// PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER (with and without SASL-IR; those
+/// `auth_mechanisms` offers). Everything else is refused.
 ///
 /// A struct without I/O: it takes frames and events and returns actions that
 /// the session's handler carries out.
@@ -39,6 +40,11 @@ struct PreAuthStateMachine {
         case plain
         case loginUser
         case loginPassword(user: [UInt8])
+        case bearer(BearerMechanism)
+        /// The upstream refused a bearer token with a SASL error challenge
+        /// (RFC 7628 §3.2.3): the client got the same challenge and answers
+        /// it; then it gets the refusal.
+        case failureAcknowledgement(response: String)
     }
 
     /// How the client's current (or last) login was given.
@@ -47,6 +53,8 @@ struct PreAuthStateMachine {
     let security: ProxyConfiguration.ListenerSecurity
     let greetingText: String
     let maxBadCommands: Int
+    /// SASL mechanisms offered (`auth_mechanisms`), upper case, in order.
+    let mechanisms: [String]
     private(set) var tlsActive: Bool
     private(set) var badCommands = 0
     /// What the client said of itself with ID (RFC 2971), for logs and upstream.
@@ -56,10 +64,12 @@ struct PreAuthStateMachine {
     /// Rules' changes to the pre-login capability list.
     var rewriteCapabilities: @Sendable ([String]) -> [String] = { $0 }
 
-    init(security: ProxyConfiguration.ListenerSecurity, greeting: String, maxBadCommands: Int) {
+    init(security: ProxyConfiguration.ListenerSecurity, greeting: String, maxBadCommands: Int,
+         mechanisms: [String] = ProxyConfiguration.defaultAuthMechanisms) {
         self.security = security
         self.greetingText = greeting
         self.maxBadCommands = maxBadCommands
+        self.mechanisms = mechanisms
         self.tlsActive = security == .implicit
     }
 
@@ -89,7 +99,7 @@ struct PreAuthStateMachine {
         if loginDisabled {
             capabilities.append("LOGINDISABLED")
         } else {
-            capabilities += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            capabilities += mechanisms.map { "AUTH=\($0)" }
         }
         return rewriteCapabilities(capabilities)
     }
@@ -199,8 +209,13 @@ struct PreAuthStateMachine {
 
     /// The upstream refused the login (its response code and text are kept),
     /// or could not be reached.
-    mutating func loginFailed(response: String) -> Action {
+    mutating func loginFailed(response: String, challenge: String? = nil) -> Action {
         guard case .loggingIn(let tag) = state else { return .none }
+        if let challenge {
+            // The same SASL error challenge the server gave; the refusal follows the client's answer.
+            state = .awaitingSASL(tag: tag, step: .failureAcknowledgement(response: response))
+            return .send("+ \(challenge)\r\n")
+        }
         state = .ready
         return bad("\(tag) \(response)\r\n")
     }
@@ -208,6 +223,9 @@ struct PreAuthStateMachine {
     // MARK: - AUTHENTICATE
 
     private mutating func authenticateCommand(tag: String, _ command: AuthenticateCommand) -> Action {
+        guard mechanisms.contains(command.mechanism) else {
+            return bad("\(tag) NO [CANNOT] Unsupported authentication mechanism.\r\n")
+        }
         switch command.mechanism {
         case "PLAIN":
             guard let initial = command.initialResponse else {
@@ -223,6 +241,13 @@ struct PreAuthStateMachine {
             guard let user = decodeSASL(initial) else { return bad("\(tag) BAD Invalid BASE64 in initial response.\r\n") }
             state = .awaitingSASL(tag: tag, step: .loginPassword(user: user))
             return .send("+ UGFzc3dvcmQ6\r\n")  // "Password:"
+        case "XOAUTH2", "OAUTHBEARER":
+            let mechanism: BearerMechanism = command.mechanism == "XOAUTH2" ? .xoauth2 : .oauthbearer
+            guard let initial = command.initialResponse else {
+                state = .awaitingSASL(tag: tag, step: .bearer(mechanism))
+                return .send("+ \r\n")
+            }
+            return bearerResponse(initial, mechanism: mechanism, tag: tag)
         default:
             return bad("\(tag) NO [CANNOT] Unsupported authentication mechanism.\r\n")
         }
@@ -235,6 +260,10 @@ struct PreAuthStateMachine {
         }
         var response = line
         while let last = response.last, last == 0x0A || last == 0x0D { response.removeLast() }
+        if case .failureAcknowledgement(let refusal) = step {
+            // Whatever the client answers (RFC 7628 asks for %x01), the login was refused.
+            return bad("\(tag) \(refusal)\r\n")
+        }
         if response == [UInt8(ascii: "*")] {
             return bad("\(tag) BAD Authentication aborted by client.\r\n")
         }
@@ -248,7 +277,21 @@ struct PreAuthStateMachine {
         case .loginPassword(let user):
             guard let password = decodeSASL(response) else { return bad("\(tag) BAD Invalid BASE64.\r\n") }
             return startLogin(tag: tag, credentials: Credentials(user: user, password: password), mechanism: .login)
+        case .bearer(let mechanism):
+            return bearerResponse(response, mechanism: mechanism, tag: tag)
+        case .failureAcknowledgement:
+            return .none  // answered above
         }
+    }
+
+    /// XOAUTH2 or OAUTHBEARER: the user comes from the message (`user=`, or
+    /// the GS2 header's `a=`); the token is kept as the password, never shown.
+    private mutating func bearerResponse(_ encoded: [UInt8], mechanism: BearerMechanism, tag: String) -> Action {
+        guard let decoded = decodeSASL(encoded), let parsed = BearerMechanism.parse(mechanism, decoded) else {
+            return bad("\(tag) BAD Invalid \(mechanism.rawValue) response (it needs the user and auth=Bearer TOKEN).\r\n")
+        }
+        return startLogin(tag: tag, credentials: Credentials(user: parsed.user, password: parsed.token, bearer: mechanism),
+                          mechanism: mechanism.loginMechanism)
     }
 
     /// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`.

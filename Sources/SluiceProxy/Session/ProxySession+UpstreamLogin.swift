@@ -36,7 +36,7 @@ extension ProxySession {
             guard session.phase.kind == .loggingIn else { return }
             switch result {
             case .success(.route(let route)):
-                session.connectUpstream(route: route, clientPassword: credentials.password)
+                session.connectUpstream(route: route, clientPassword: credentials.password, bearer: credentials.bearer)
             case .success(.reject(let response)):
                 session.loginFailed(response: response, reason: "refused by the router")
             case .failure(let error):
@@ -45,7 +45,7 @@ extension ProxySession {
         }
     }
 
-    func connectUpstream(route: Route, clientPassword: [UInt8]) {
+    func connectUpstream(route: Route, clientPassword: [UInt8], bearer: BearerMechanism? = nil) {
         let upstream = route.upstream
         logger[metadataKey: "upstream.host"] = "\(HostPort(host: upstream.host, port: upstream.port))"
         if route.upstreamName != "\(upstream.host):\(upstream.port)" {
@@ -61,7 +61,7 @@ extension ProxySession {
                                  clientID: preAuth.clientID) : nil
         if phase.kind == .loggingIn {
             let machine = UpstreamLoginStateMachine(
-                credentials: UpstreamCredentials(route.login, clientPassword: clientPassword),
+                credentials: UpstreamCredentials(route.login, clientPassword: clientPassword, bearer: bearer),
                 useStartTLS: upstream.security == .starttls, learnDelimiter: learn, forward: forward)
             phase = .loggingIn(UpstreamLoginAttempt(machine: machine, upstream: upstream, groups: route.groups))
         }
@@ -141,7 +141,9 @@ extension ProxySession {
         case .succeeded(let capabilities, let delimiter):
             loginSucceeded(capabilities: capabilities, delimiter: delimiter)
         case .failed(let response, let reason):
-            loginFailed(response: response, reason: reason)
+            let challenge: String?
+            if case .loggingIn(let attempt?) = phase { challenge = attempt.machine.saslChallenge } else { challenge = nil }
+            loginFailed(response: response, reason: reason, challenge: challenge)
         }
     }
 
@@ -184,7 +186,7 @@ extension ProxySession {
         byeIfQuiet()
     }
 
-    func loginFailed(response: String, reason: String) {
+    func loginFailed(response: String, reason: String, challenge: String? = nil) {
         guard phase.kind == .loggingIn else { return }
         logger.notice("login failed", metadata: ["reason": "\(reason)"])
         upstreamLoginDeadline?.cancel()
@@ -202,7 +204,8 @@ extension ProxySession {
             let session = bound.value
             guard session.phase.kind == .loginFailed else { return }
             session.phase = .preAuth
-            session.perform(session.preAuth.loginFailed(response: response))
+            session.perform(session.preAuth.loginFailed(response: response, challenge: challenge))
+            if session.preAuth.isAwaitingSASL { session.clientDecoder.framer.authenticationResumed() }
             // The upstream's own NO [UNAVAILABLE] (Dovecot: a temporary authentication failure) too.
             let unavailable = response == ProxySession.unavailable || response.uppercased().contains("[UNAVAILABLE]")
             session.loginAnswered(unavailable ? .unavailable : .rejected)

@@ -145,7 +145,8 @@ final class ProxySession {
         self.logger = logger
         self.logger[metadataKey: "imap.session.id"] = "\(id)"
         preAuth = PreAuthStateMachine(security: security, greeting: configuration.greeting,
-                                      maxBadCommands: configuration.maxBadCommands)
+                                      maxBadCommands: configuration.maxBadCommands,
+                                      mechanisms: configuration.authMechanisms)
         if !configuration.filters.isEmpty {
             let filters = configuration.filters
             preAuth.rewriteCapabilities = { filters.preAuthCapabilities($0) }

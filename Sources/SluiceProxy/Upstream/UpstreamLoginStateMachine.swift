@@ -46,6 +46,9 @@ struct UpstreamLoginStateMachine {
     private var capabilities: [String] = []
     private var tagCounter = 0
     private var currentTag = ""
+    /// The server's SASL error challenge to a bearer token (base64 JSON,
+    /// RFC 7628 §3.2.3): the client gets it too before the refusal.
+    private(set) var saslChallenge: String?
 
     /// `learnDelimiter`: after login, ask the hierarchy delimiter with
     /// `LIST "" ""` (RFC 3501 §6.3.8) before the relay starts, so no client
@@ -106,6 +109,14 @@ struct UpstreamLoginStateMachine {
             return startLogin()
         case .login(var remaining):
             if frame.kind == .continuationRequest {
+                if remaining.isEmpty, credentials.bearer != nil, saslChallenge == nil {
+                    // A refused token: answer the error challenge (an empty response), then the NO comes.
+                    var line = frame.segments.first.map { Array($0.readableBytesView) } ?? []
+                    while let last = line.last, last == 0x0A || last == 0x0D { line.removeLast() }
+                    let text = line.dropFirst(2).filter { $0 > 0x20 && $0 < 0x7F }  // "+ " then base64
+                    saslChallenge = String(decoding: text, as: UTF8.self)
+                    return .send(ByteBuffer(string: "\r\n"))
+                }
                 guard !remaining.isEmpty else {
                     return .failed(response: UnavailableReply.tagged, reason: "unexpected continuation")
                 }
@@ -176,6 +187,21 @@ struct UpstreamLoginStateMachine {
             first.writeString("\(currentTag) ID \(forward.idParameters)\r\n")
         }
         nextTag()
+        if let bearer = credentials.bearer {
+            guard has("AUTH=\(bearer.rawValue)") else {
+                return .failed(response: UnavailableReply.tagged, reason: "upstream does not offer \(bearer.rawValue)")
+            }
+            let response = Base64.encode(bearer.initialResponse(user: credentials.authenticationIdentity,
+                                                                token: credentials.password))
+            if has("SASL-IR") {
+                state = .login(remaining: [])
+                first.writeString("\(currentTag) AUTHENTICATE \(bearer.rawValue) \(response)\r\n")
+                return .send(first)
+            }
+            state = .login(remaining: [ByteBuffer(string: response + "\r\n")])
+            first.writeString("\(currentTag) AUTHENTICATE \(bearer.rawValue)\r\n")
+            return .send(first)
+        }
         if has("AUTH=PLAIN") {
             let response = Base64.encode(credentials.authorizationIdentity + [0] + credentials.authenticationIdentity
                                          + [0] + credentials.password)
@@ -238,19 +264,24 @@ struct UpstreamCredentials {
     var password: [UInt8]
     /// The LOGIN command's user name (`user*master` for a master login).
     var loginName: [UInt8]
+    /// The client logged in with a bearer token (`password`): the upstream
+    /// gets the same mechanism and token. A master login uses its password.
+    var bearer: BearerMechanism?
 
-    init(_ login: UpstreamLogin, clientPassword: [UInt8]) {
+    init(_ login: UpstreamLogin, clientPassword: [UInt8], bearer: BearerMechanism? = nil) {
         switch login {
         case .asUser(let name):
             authorizationIdentity = []
             authenticationIdentity = Array(name.utf8)
             password = clientPassword
             loginName = Array(name.utf8)
+            self.bearer = bearer
         case .masterUser(let user, let masterUser, let masterPassword, let separator):
             authorizationIdentity = Array(user.utf8)
             authenticationIdentity = Array(masterUser.utf8)
             password = masterPassword
             loginName = Array((user + separator + masterUser).utf8)
+            self.bearer = nil
         }
     }
 }
