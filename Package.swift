@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Framing, lazy parsing, typed views, encoding, mailbox names, limits.
@@ -81,12 +82,27 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
+        // Routing through an HTTP auth service that speaks nginx's auth_http
+        // protocol (docs/configuration.md, routing.http). Apart from the
+        // proxy, so that embedding it does not bring in the HTTP client.
+        .target(
+            name: "SluiceAuthHTTP",
+            dependencies: [
+                "SluiceProxy", "IMAPWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The YAML configuration file, the routing map and each rule's reader:
         // apart from the proxy, so that embedding it does not bring in Yams.
         .target(
             name: "SluiceConfig",
             dependencies: [
-                "IMAPWire", "SluiceFilters", "SluiceProxy", "SluiceLua",
+                "IMAPWire", "SluiceFilters", "SluiceProxy", "SluiceLua", "SluiceAuthHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,6 +1,7 @@
 import IMAPWire
 import NIOCore
 import NIOSSL
+import SluiceAuthHTTP
 import SluiceFilters
 import SluiceLua
 import SluiceProxy
@@ -93,10 +94,14 @@ private struct FileReader {
         if let value = fields["upstream"], let upstream = upstream(value) {
             configuration.routing = .static(upstream)
         }
-        if let value = fields["routing"], let routing = value.fields(["map"]), let mapValue = routing["map"] {
-            if fields["upstream"] != nil {
-                mapValue.report("give either upstream (every user to one server) or routing.map, not both")
-            } else if let path = readableFile(mapValue) {
+        if let value = fields["routing"], let routing = value.fields(["map", "http"]) {
+            if routing["map"] != nil, routing["http"] != nil {
+                value.report("give either routing.map or routing.http, not both")
+            } else if fields["upstream"] != nil, let chosen = routing["map"] ?? routing["http"] {
+                chosen.report("give either upstream (every user to one server) or routing, not both")
+            } else if let httpValue = routing["http"] {
+                if let router = httpRouter(httpValue) { configuration.routing = .router(router) }
+            } else if let mapValue = routing["map"], let path = readableFile(mapValue) {
                 // Loaded now so its problems are reported with the file's own lines.
                 do {
                     configuration.routing = .router(try MapRouter(file: path))
@@ -189,6 +194,47 @@ private struct FileReader {
         }
     }
 
+    /// `routing.http`: the nginx-compatible auth service (docs/configuration.md).
+    private func httpRouter(_ value: YAMLValue) -> HTTPAuthRouter? {
+        guard let fields = value.fields(["url", "timeout", "headers", "upstream"]) else { return nil }
+        guard let urlValue = fields["url"], let url = urlValue.nonEmptyString() else {
+            value.report("routing.http needs url: http://HOST:PORT/PATH")
+            return nil
+        }
+        guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+            urlValue.report("expected an http:// or https:// URL, got \(url)")
+            return nil
+        }
+        var settings = HTTPAuthRouter.Settings(url: url)
+        if let timeout = fields["timeout"] {
+            guard let amount = timeout.positiveDuration() else { return nil }
+            settings.timeout = amount
+        }
+        if let headers = fields["headers"], let entries = headers.mapping() {
+            for (name, entry) in entries {
+                guard let text = entry.string() else { return nil }
+                guard name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }),
+                      !text.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                    entry.report("a header name is a token and its value one line")
+                    return nil
+                }
+                settings.headers.append(.init(name: name, value: text))
+            }
+        }
+        if let template = fields["upstream"] {
+            // The upstream keys without an address (the service gives it).
+            guard let upstream = readUpstream(template, issues: issues, baseDirectory: baseDirectory,
+                                              addressRequired: false) else { return nil }
+            settings.upstream = upstream
+        }
+        do {
+            return try HTTPAuthRouter(settings: settings)
+        } catch {
+            urlValue.report("not a usable URL: \(error)")
+            return nil
+        }
+    }
+
     private func listener(_ value: YAMLValue) -> ProxyConfiguration.Listener? {
         guard let fields = value.fields(["address", "tls", "proxy_protocol", "proxy_protocol_trusted"]) else { return nil }
         guard let addressValue = fields["address"] else {
@@ -265,23 +311,30 @@ private struct FileReader {
 
 /// `address`, `tls`, `ca`, `verify`, `server_name`, `forward_client_address`:
 /// shared by the main file and the routing map.
-func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: String?) -> ProxyConfiguration.Upstream? {
+func readUpstream(_ value: YAMLValue, issues: IssueCollector, baseDirectory: String?,
+                  addressRequired: Bool = true) -> ProxyConfiguration.Upstream? {
     guard let fields = value.fields([
         "address", "tls", "ca", "verify", "server_name", "forward_client_address", "tls_min_version", "proxy_protocol",
     ]) else { return nil }
-    guard let addressValue = fields["address"] else {
-        value.report("an upstream needs address: HOST:PORT")
+    var upstream = ProxyConfiguration.Upstream(host: "", port: 0)
+    if addressRequired {
+        guard let addressValue = fields["address"] else {
+            value.report("an upstream needs address: HOST:PORT")
+            return nil
+        }
+        guard let text = addressValue.string() else { return nil }
+        let address: HostPort
+        do {
+            address = try HostPort(text)
+        } catch {
+            addressValue.report(error.message)
+            return nil
+        }
+        upstream = ProxyConfiguration.Upstream(host: address.host, port: address.port)
+    } else if let addressValue = fields["address"] {
+        addressValue.report("the auth service gives the address (Auth-Server, Auth-Port)")
         return nil
     }
-    guard let text = addressValue.string() else { return nil }
-    let address: HostPort
-    do {
-        address = try HostPort(text)
-    } catch {
-        addressValue.report(error.message)
-        return nil
-    }
-    var upstream = ProxyConfiguration.Upstream(host: address.host, port: address.port)
     if let tls = fields["tls"] {
         guard let security = tls.oneOf(ProxyConfiguration.UpstreamSecurity.self) else { return nil }
         upstream.security = security

@@ -278,6 +278,180 @@ backend sluice
 
 
 # ---------------------------------------------------------------------------
+# The nginx-compatible auth service (routing.http).
+
+class AuthService(http.server.BaseHTTPRequestHandler):
+    """An auth service as written for nginx's auth_http: reads nginx's headers, answers with Auth-Status."""
+    requests = []
+    mode = "ok"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        headers = {name: value for name, value in self.headers.items()}
+        AuthService.requests.append(headers)
+        user = headers.get("Auth-User", "")
+        mode = AuthService.mode
+        if mode == "slow":
+            time.sleep(4)
+        answer = {}
+        status = 200
+        if mode == "garbage":
+            answer = {"Content-Type": "text/plain"}
+        elif mode == "error500":
+            status = 500
+        elif mode == "hostname":
+            answer = {"Auth-Status": "OK", "Auth-Server": "localhost", "Auth-Port": str(PORT)}
+        elif user == "refused":
+            answer = {"Auth-Status": "Invalid login or password", "Auth-Wait": "1", "Auth-Error-Code": "535 5.7.8"}
+        else:
+            answer = {"Auth-Status": "OK", "Auth-Server": "127.0.0.1", "Auth-Port": str(PORT)}
+            if user.endswith("@old.example"):
+                answer["Auth-User"] = user[: -len("@old.example")]
+            if user == "bob":
+                answer["X-Sluice-Groups"] = "locked, other"
+            if user == "carol":
+                answer["Auth-Pass"] = "secret-carol"  # the service knows the real password
+        body = b"ok"
+        try:
+            self.send_response(status)
+            for name, value in answer.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the slow case: Sluice gave up waiting
+
+    def log_message(self, *args):
+        pass
+
+
+def auth_service_tests():
+    service_port = free_port()
+    server = http.server.ThreadingHTTPServer((HOST, service_port), AuthService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port, tls_port = free_port(), free_port()
+        path = write(os.path.join(WORK, "auth-http.yaml"), f"""
+listeners:
+  - address: "{HOST}:{port}"
+  - address: "{HOST}:{tls_port}"
+    tls: implicit
+tls: {{ certificates: [{{ cert: {CERT}, key: {KEY} }}] }}
+routing:
+  http:
+    url: "http://{HOST}:{service_port}/auth"
+    timeout: 2s
+    headers: {{ X-Auth-Key: "secret-key" }}
+auth_mechanisms: [PLAIN, LOGIN, XOAUTH2]
+rules:
+  - deny: [CREATE]
+    users: ["group:locked"]
+""")
+        with Sluice(config=path, port=port) as sluice:
+            def nginx_headers():
+                AuthService.mode = "ok"
+                AuthService.requests.clear()
+                sock, reply = login(port)
+                assert b"a OK" in reply, reply
+                sock.close()
+                request = AuthService.requests[-1]
+                expected = {"Auth-Method": "plain", "Auth-User": "alice", "Auth-Pass": "secret-alice",
+                            "Auth-Protocol": "imap", "Auth-Login-Attempt": "1", "Client-IP": "127.0.0.1",
+                            "X-Auth-Key": "secret-key"}
+                assert {k: request.get(k) for k in expected} == expected, request
+                assert "Auth-SSL" not in request, request
+                # Over TLS: Auth-SSL and the protocol; AUTHENTICATE PLAIN is Auth-Method plain too.
+                tls = pe.client_tls().wrap_socket(socket.create_connection((HOST, tls_port), timeout=20),
+                                                  server_hostname="127.0.0.1")
+                read_until(tls, rb"\r\n")
+                plain = base64.b64encode(b"\0alice\0pass word%").decode()
+                tls.sendall(f"a AUTHENTICATE PLAIN {plain}\r\n".encode())
+                read_until(tls, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                tls.close()
+                request = AuthService.requests[-1]
+                assert request.get("Auth-SSL") == "on" and request.get("Auth-SSL-Protocol", "").startswith("TLSv1."), request
+                assert request.get("Auth-Pass") == "pass%20word%25", "escaped as nginx escapes: " + repr(request)
+                assert "secret-alice" not in sluice.log_text() and "pass word" not in sluice.log_text()
+            check("auth service: nginx's request headers (method, user, escaped password, protocol, attempt, "
+                  "client IP, TLS, extra headers)", nginx_headers)
+
+            def rewrites_and_groups():
+                AuthService.mode = "ok"
+                sock = socket.create_connection((HOST, port), timeout=20)
+                read_until(sock, rb"\r\n")
+                sock.sendall(b"a LOGIN alice@old.example secret-alice\r\n")
+                reply = read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                assert b"a OK" in reply, "Auth-User logs in upstream as alice: " + repr(reply)
+                sock.close()
+                sock = socket.create_connection((HOST, port), timeout=20)
+                read_until(sock, rb"\r\n")
+                sock.sendall(b"a LOGIN carol wrong-password\r\n")
+                assert b"a OK" in read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n"), "Auth-Pass replaces the password"
+                sock.close()
+                sock, reply = login(port, user="bob")
+                sock.sendall(b"b CREATE Nope\r\n")
+                assert b"b NO [NOPERM]" in read_until(sock, rb"b (OK|NO|BAD)[^\r\n]*\r\n"), "X-Sluice-Groups scopes rules"
+                sock.close()
+            check("auth service: Auth-User and Auth-Pass change the upstream login; X-Sluice-Groups scope rules",
+                  rewrites_and_groups)
+
+            def refusal():
+                AuthService.mode = "ok"
+                AuthService.requests.clear()
+                sock = socket.create_connection((HOST, port), timeout=20)
+                read_until(sock, rb"\r\n")
+                sock.sendall(b"a LOGIN refused x\r\n")
+                reply = read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                assert reply == b"a NO [AUTHENTICATIONFAILED] Invalid login or password\r\n", reply
+                sock.sendall(b"b LOGIN alice secret-alice\r\n")
+                assert b"b OK" in read_until(sock, rb"b (OK|NO|BAD)[^\r\n]*\r\n")
+                sock.close()
+                assert [r.get("Auth-Login-Attempt") for r in AuthService.requests] == ["1", "2"], AuthService.requests
+                assert "auth.error_code=\"535 5.7.8\"" in sluice.log_text(), sluice.log_text()[-2000:]
+            check("auth service: a refusal's text reaches the client (after Auth-Wait), Auth-Error-Code is logged, "
+                  "the next attempt counts 2", refusal)
+
+            def bearer():
+                AuthService.mode = "ok"
+                sock = socket.create_connection((HOST, port), timeout=20)
+                read_until(sock, rb"\r\n")
+                sock.sendall(f"a AUTHENTICATE XOAUTH2 {xoauth2('alice', 'tok-alice-Zm9vYmFy')}\r\n".encode())
+                read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                sock.close()
+                request = AuthService.requests[-1]
+                assert request.get("Auth-Method") == "xoauth2" and request.get("Auth-Pass") == "tok-alice-Zm9vYmFy", request
+            check("auth service: a bearer login is Auth-Method xoauth2 with the token as Auth-Pass", bearer)
+
+            def unavailable():
+                for mode in ("slow", "garbage", "error500", "hostname"):
+                    AuthService.mode = mode
+                    sock, reply = None, None
+                    sock = socket.create_connection((HOST, port), timeout=20)
+                    read_until(sock, rb"\r\n")
+                    sock.sendall(b"a LOGIN alice secret-alice\r\n")
+                    reply = read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                    assert b"a NO [UNAVAILABLE]" in reply, (mode, reply)
+                    sock.close()
+                AuthService.mode = "ok"
+            check("auth service: slow past the timeout, no Auth-Status, HTTP 500, a host name as Auth-Server: "
+                  "NO [UNAVAILABLE], never a login", unavailable)
+
+        server.shutdown()
+        server.server_close()
+        with Sluice(config=path, port=port):
+            def down():
+                sock = socket.create_connection((HOST, port), timeout=20)
+                read_until(sock, rb"\r\n")
+                sock.sendall(b"a LOGIN alice secret-alice\r\n")
+                assert b"a NO [UNAVAILABLE]" in read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                sock.close()
+            check("auth service: a service that is down gives NO [UNAVAILABLE]", down)
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------------------
 # OAuth 2.0 bearer tokens.
 
 TOKENS = {"tok-alice-Zm9vYmFy": "alice", "tok-bob-YmF6cXV4": "bob"}
@@ -418,6 +592,7 @@ auth_mechanisms: [XOAUTH2, OAUTHBEARER]
 
 def main():
     os.makedirs(WORK, exist_ok=True)
+    auth_service_tests()
     oauth_tests()
     proxy_protocol_tests()
     haproxy_scale_out_tests()

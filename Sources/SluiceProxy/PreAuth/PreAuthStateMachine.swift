@@ -49,6 +49,10 @@ struct PreAuthStateMachine {
 
     /// How the client's current (or last) login was given.
     private(set) var loginMechanism: LoginMechanism = .login
+    /// It was the LOGIN command (not AUTHENTICATE LOGIN).
+    private(set) var usedLoginCommand = true
+    /// Logins tried on this connection (the auth service's `Auth-Login-Attempt`).
+    private(set) var loginAttempts = 0
 
     let security: ProxyConfiguration.ListenerSecurity
     let greetingText: String
@@ -180,6 +184,7 @@ struct PreAuthStateMachine {
             guard let command, let login = LoginCommand(command) else {
                 return bad("\(tag) BAD Invalid LOGIN arguments.\r\n")
             }
+            usedLoginCommand = true
             return startLogin(tag: tag, credentials: Credentials(user: login.user, password: login.password), mechanism: .login)
         case "AUTHENTICATE":
             if loginDisabled {
@@ -188,6 +193,7 @@ struct PreAuthStateMachine {
             guard let command, let authenticate = AuthenticateCommand(command) else {
                 return bad("\(tag) BAD Invalid AUTHENTICATE arguments.\r\n")
             }
+            usedLoginCommand = false
             return authenticateCommand(tag: tag, authenticate)
         case "ENABLE":
             return bad("\(tag) BAD ENABLE is only allowed after login.\r\n")
@@ -313,6 +319,7 @@ struct PreAuthStateMachine {
     }
 
     private mutating func startLogin(tag: String, credentials: Credentials, mechanism: LoginMechanism) -> Action {
+        loginAttempts += 1
         state = .loggingIn(tag: tag)
         loginMechanism = mechanism
         return .login(tag: tag, credentials: credentials)

@@ -32,13 +32,26 @@ public struct RouteRequest: Sendable {
     public var clientID: IDParameters?
     /// Whether the client connection is protected by TLS.
     public var clientUsesTLS: Bool
+    /// The client's TLS version (`TLSv1.3`), when it uses TLS.
+    public var clientTLSProtocol: String?
+    /// How the client logged in (AUTHENTICATE PLAIN, XOAUTH2 …).
+    public var mechanism: LoginMechanism
+    /// The client used the LOGIN command (not AUTHENTICATE LOGIN).
+    public var loginCommand: Bool
+    /// This connection's login attempts so far, this one included (from 1).
+    public var loginAttempt: Int
 
     public init(credentials: Credentials, clientAddress: SocketAddress? = nil,
-                clientID: IDParameters? = nil, clientUsesTLS: Bool = false) {
+                clientID: IDParameters? = nil, clientUsesTLS: Bool = false, clientTLSProtocol: String? = nil,
+                mechanism: LoginMechanism = .login, loginCommand: Bool = true, loginAttempt: Int = 1) {
         self.credentials = credentials
         self.clientAddress = clientAddress
         self.clientID = clientID
         self.clientUsesTLS = clientUsesTLS
+        self.clientTLSProtocol = clientTLSProtocol
+        self.mechanism = mechanism
+        self.loginCommand = loginCommand
+        self.loginAttempt = loginAttempt
     }
 }
 
@@ -59,6 +72,9 @@ public struct Route: Sendable {
     public var upstreamName: String
     /// Groups the user belongs to, for rules scoped with `users: ["group:NAME"]`.
     public var groups: [String]
+    /// Log in upstream with this password (or token) instead of the client's
+    /// (an auth service's `Auth-Pass`).
+    public var password: [UInt8]?
 
     public init(upstream: UpstreamEndpoint, login: UpstreamLogin, upstreamName: String? = nil, groups: [String] = []) {
         self.upstream = upstream

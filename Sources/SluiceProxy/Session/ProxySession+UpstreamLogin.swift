@@ -28,15 +28,21 @@ extension ProxySession {
         upstreamLoginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.upstreamLoginTimeout) {
             deadlineBound.value.loginFailed(response: ProxySession.unavailable, reason: "upstream login timed out")
         }
+        let tlsVersion = clientUsesTLS
+            ? (try? clientChannel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self))?.tlsVersion : nil
         let request = RouteRequest(credentials: credentials, clientAddress: clientAddress,
-                                   clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS)
+                                   clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS,
+                                   clientTLSProtocol: tlsVersion.map(ProxySession.tlsName),
+                                   mechanism: preAuth.loginMechanism, loginCommand: preAuth.usedLoginCommand,
+                                   loginAttempt: preAuth.loginAttempts)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         router.route(request, on: clientChannel.eventLoop).hop(to: clientChannel.eventLoop).whenComplete { result in
             let session = bound.value
             guard session.phase.kind == .loggingIn else { return }
             switch result {
             case .success(.route(let route)):
-                session.connectUpstream(route: route, clientPassword: credentials.password, bearer: credentials.bearer)
+                session.connectUpstream(route: route, clientPassword: route.password ?? credentials.password,
+                                        bearer: credentials.bearer)
             case .success(.reject(let response)):
                 session.loginFailed(response: response, reason: "refused by the router")
             case .failure(let error):
@@ -219,5 +225,17 @@ extension ProxySession {
         guard let started = loginStarted else { return }
         loginStarted = nil
         metrics.login(result, mechanism: mechanism ?? preAuth.loginMechanism, duration: .now() - started)
+    }
+}
+
+extension ProxySession {
+    /// nginx's names for TLS versions (`Auth-SSL-Protocol`).
+    static func tlsName(_ version: TLSVersion) -> String {
+        switch version {
+        case .tlsv1: return "TLSv1"
+        case .tlsv11: return "TLSv1.1"
+        case .tlsv12: return "TLSv1.2"
+        case .tlsv13: return "TLSv1.3"
+        }
     }
 }
