@@ -149,7 +149,10 @@ public final class HTTPAuthRouter: Router {
 
     func decision(_ head: HTTPResponseHead, request: RouteRequest) throws -> (RouteDecision, TimeAmount?) {
         let headers = head.headers
-        guard head.status == .ok else { throw AuthServiceError("the auth service answered HTTP \(head.status.code)") }
+        // Any 2xx, as nginx takes it (a service may answer 204 with the headers only).
+        guard (200..<300).contains(head.status.code) else {
+            throw AuthServiceError("the auth service answered HTTP \(head.status.code)")
+        }
         guard let status = headers.first(name: "Auth-Status")?.trimmingSpaces, !status.isEmpty else {
             throw AuthServiceError("the auth service's answer has no Auth-Status")
         }
