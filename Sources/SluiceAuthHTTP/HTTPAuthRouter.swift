@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import SluiceProxy
 
 /// Routes each login by asking an HTTP auth service that speaks nginx's
@@ -63,8 +64,8 @@ public final class HTTPAuthRouter: Router {
     static let maxEndpoints = 4096
     /// Most of the service's answer body read (and dropped: only headers matter).
     static let maxBodyBytes = 64 * 1024
-    /// The longest `Auth-Wait` honoured.
-    static let maxWait: Int64 = 60
+    /// The longest `Auth-Wait` honoured (below the 30 s upstream-login timeout).
+    static let maxWait: Int64 = 20
 
     struct EndpointKey: Hashable {
         var host: String
@@ -74,8 +75,18 @@ public final class HTTPAuthRouter: Router {
         var proxyProtocol: ProxyProtocol.Version?
     }
 
+    /// One client for every router: on NIO's singleton group (the sessions'
+    /// own), never following redirects (nginx does not, and a redirect would
+    /// send the password to wherever it points), never shut down.
+    public static let sharedClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.connectionPool = .init(idleTimeout: .seconds(60))
+        return HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: configuration)
+    }()
+
     /// Checks the URL now, so that a configuration with a bad one does not load.
-    public init(settings: Settings, client: HTTPClient = .shared) throws {
+    public init(settings: Settings, client: HTTPClient = HTTPAuthRouter.sharedClient) throws {
         _ = try HTTPClient.Request(url: settings.url, method: .GET)
         self.settings = settings
         self.client = client
@@ -198,7 +209,11 @@ public final class HTTPAuthRouter: Router {
             }
         }
         let endpoint = try self.endpoint(upstream)
-        let user = headers.first(name: "Auth-User").map { HTTPAuthRouter.unescape($0) } ?? request.credentials.userName
+        // Taken as written, as nginx takes them.
+        let user = headers.first(name: "Auth-User") ?? request.credentials.userName
+        guard !user.isEmpty, !user.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw AuthServiceError("Auth-User is empty or has control characters")
+        }
         let groups = headers[canonicalForm: "X-Sluice-Groups"].map(String.init).map(\.trimmingSpaces).filter { !$0.isEmpty }
         let login: UpstreamLogin
         if let master = headers.first(name: "X-Sluice-Master-User")?.trimmingSpaces, !master.isEmpty {
@@ -211,9 +226,7 @@ public final class HTTPAuthRouter: Router {
             login = .asUser(user)
         }
         var route = Route(upstream: endpoint, login: login, upstreamName: "\(server):\(port)", groups: groups)
-        if let password = headers.first(name: "Auth-Pass") {
-            route.password = Array(HTTPAuthRouter.unescape(password).utf8)
-        }
+        if let password = headers.first(name: "Auth-Pass") { route.password = Array(password.utf8) }
         return (.route(route), nil)
     }
 
@@ -235,22 +248,6 @@ public final class HTTPAuthRouter: Router {
         var result = String(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value < 0x7F }.prefix(limit).map(Character.init))
         if result.hasSuffix("}"), let brace = result.lastIndex(of: "{") { result = String(result[..<brace]) }
         return result.trimmingSpaces
-    }
-
-    /// `%XX` sequences back to bytes (as the service may answer escaped names).
-    static func unescape(_ text: String) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = Array(text.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "%"), utf8.count >= 2,
-               let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(2)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

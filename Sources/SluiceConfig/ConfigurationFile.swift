@@ -214,7 +214,7 @@ private struct FileReader {
             for (name, entry) in entries {
                 guard let text = entry.string() else { return nil }
                 guard name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }),
-                      !text.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                      !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
                     entry.report("a header name is a token and its value one line")
                     return nil
                 }

@@ -89,8 +89,8 @@ struct BearerLoginTests {
         guard case .send(let login)? = greeting.last else { Issue.record("\(greeting)"); return }
         #expect(String(buffer: login) == "sluice1 AUTHENTICATE OAUTHBEARER \(base64("n,a=alice,\u{1}auth=Bearer tok\u{1}\u{1}"))\r\n")
         let challenge = try receive("+ eyJzdGF0dXMiOiI0MDEifQ==\r\n")
-        guard case .send(let empty)? = challenge.last else { Issue.record("\(challenge)"); return }
-        #expect(String(buffer: empty) == "\r\n")
+        guard case .send(let answer)? = challenge.last else { Issue.record("\(challenge)"); return }
+        #expect(String(buffer: answer) == "AQ==\r\n", "RFC 7628 §3.2.3: %x01")
         #expect(machine.saslChallenge == "eyJzdGF0dXMiOiI0MDEifQ==")
         let refusal = try receive("sluice1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
         guard case .failed(let response, _)? = refusal.last else { Issue.record("\(refusal)"); return }

@@ -30,6 +30,9 @@ struct ProxyProtocolTests {
         #expect(six.source?.ipAddress == "2001:db8::7")
         let unknown = try #require(header(parse("PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n")))
         #expect(unknown.source == nil)
+        // An IPv4-mapped IPv6 client is the IPv4 client it is (limits and logs key it one way).
+        let mapped = try #require(header(parse("PROXY TCP6 ::ffff:192.0.2.7 ::ffff:198.51.100.1 5 6\r\n")))
+        #expect(mapped.source == (try SocketAddress(ipAddress: "192.0.2.7", port: 5)))
     }
 
     @Test("v1: partial lines wait, malformed ones are refused")

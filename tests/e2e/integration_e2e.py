@@ -295,7 +295,11 @@ class AuthService(http.server.BaseHTTPRequestHandler):
             time.sleep(4)
         answer = {}
         status = 200
-        if mode == "garbage":
+        if mode == "redirect" and self.path != "/elsewhere":
+            # A redirect to a place that would say OK: followed, it would route the login.
+            status = 302
+            answer = {"Location": "/elsewhere"}
+        elif mode == "garbage":
             answer = {"Content-Type": "text/plain"}
         elif mode == "error500":
             status = 500
@@ -424,7 +428,7 @@ rules:
             check("auth service: a bearer login is Auth-Method xoauth2 with the token as Auth-Pass", bearer)
 
             def unavailable():
-                for mode in ("slow", "garbage", "error500", "hostname"):
+                for mode in ("slow", "garbage", "error500", "hostname", "redirect"):
                     AuthService.mode = mode
                     sock, reply = None, None
                     sock = socket.create_connection((HOST, port), timeout=20)
@@ -434,8 +438,8 @@ rules:
                     assert b"a NO [UNAVAILABLE]" in reply, (mode, reply)
                     sock.close()
                 AuthService.mode = "ok"
-            check("auth service: slow past the timeout, no Auth-Status, HTTP 500, a host name as Auth-Server: "
-                  "NO [UNAVAILABLE], never a login", unavailable)
+            check("auth service: slow past the timeout, no Auth-Status, HTTP 500, a host name as Auth-Server, a "
+                  "redirect (never followed, as nginx): NO [UNAVAILABLE], never a login", unavailable)
 
         server.shutdown()
         server.server_close()

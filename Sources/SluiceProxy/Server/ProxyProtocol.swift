@@ -65,7 +65,7 @@ public enum ProxyProtocol {
               let destination = try? SocketAddress(ipAddress: fields[3], port: destinationPort),
               isV4(source) == (fields[1] == "TCP4"), isV4(destination) == (fields[1] == "TCP4")
         else { return .invalid("PROXY v1: an address or port does not read") }
-        return .header(Header(source: source, destination: destination, length: length))
+        return .header(Header(source: unmapped(source), destination: unmapped(destination), length: length))
     }
 
     /// A decimal port without sign or leading zeros, 0–65535.
@@ -73,6 +73,13 @@ public enum ProxyProtocol {
         guard !text.isEmpty, text.count <= 5, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber),
               text == "0" || !text.hasPrefix("0"), let value = Int(text), value <= 65535 else { return nil }
         return value
+    }
+
+    /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) as the IPv4 address
+    /// it is, so limits, logs and the auth service see one client one way.
+    static func unmapped(_ address: SocketAddress?) -> SocketAddress? {
+        guard let address, case .v6 = address, let bytes = IPNetwork.bytes(of: address), bytes.count == 4 else { return address }
+        return ipv4(bytes, port: address.port ?? 0)
     }
 
     private static func isV4(_ address: SocketAddress) -> Bool {
@@ -104,7 +111,8 @@ public enum ProxyProtocol {
             return .header(Header(source: source, destination: destination, length: 16 + length))
         case 0x21:  // TCP over IPv6
             guard body.count >= 36 else { return .invalid("PROXY v2: IPv6 addresses cut short") }
-            let source = ipv6(Array(body[0..<16]), port: port(32)), destination = ipv6(Array(body[16..<32]), port: port(34))
+            let source = unmapped(ipv6(Array(body[0..<16]), port: port(32)))
+            let destination = unmapped(ipv6(Array(body[16..<32]), port: port(34)))
             return .header(Header(source: source, destination: destination, length: 16 + length))
         case 0x00:  // UNSPEC: the connection's own address stands
             return .header(Header(source: nil, destination: nil, length: 16 + length))

@@ -36,9 +36,13 @@ extension ProxySession {
                                    mechanism: preAuth.loginMechanism, loginCommand: preAuth.usedLoginCommand,
                                    loginAttempt: preAuth.loginAttempts)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
+        let attempt = preAuth.loginAttempts
         router.route(request, on: clientChannel.eventLoop).hop(to: clientChannel.eventLoop).whenComplete { result in
             let session = bound.value
-            guard session.phase.kind == .loggingIn else { return }
+            // Only the answer to this login, and only while it waits for one: a
+            // late answer to an earlier login (after its timeout) must not route
+            // a later one (review of issue 11 #1).
+            guard case .loggingIn(nil) = session.phase, session.preAuth.loginAttempts == attempt else { return }
             switch result {
             case .success(.route(let route)):
                 session.connectUpstream(route: route, clientPassword: route.password ?? credentials.password,

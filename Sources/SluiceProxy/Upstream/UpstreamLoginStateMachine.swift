@@ -115,7 +115,8 @@ struct UpstreamLoginStateMachine {
                     while let last = line.last, last == 0x0A || last == 0x0D { line.removeLast() }
                     let text = line.dropFirst(2).filter { $0 > 0x20 && $0 < 0x7F }  // "+ " then base64
                     saslChallenge = String(decoding: text, as: UTF8.self)
-                    return .send(ByteBuffer(string: "\r\n"))
+                    // RFC 7628 §3.2.3: OAUTHBEARER answers with %x01; XOAUTH2 (Google's) with an empty response.
+                    return .send(ByteBuffer(string: credentials.bearer == .oauthbearer ? "AQ==\r\n" : "\r\n"))
                 }
                 guard !remaining.isEmpty else {
                     return .failed(response: UnavailableReply.tagged, reason: "unexpected continuation")
