@@ -88,6 +88,15 @@ static void sandbox_hook(lua_State *L, lua_Debug *ar) {
     }
 }
 
+/// Calls the function in upvalue 1 with this call's arguments (the library
+/// function a wrapper stands in for); its results are left on the stack.
+static void call_original(lua_State *L) {
+    int arguments = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, arguments, LUA_MULTRET);
+}
+
 /// Once a limit is hit, the call is over: a script's own pcall must not
 /// catch the error and go on (it would loop for ever, 1,000 instructions at
 /// a time).
@@ -180,10 +189,7 @@ static long estimate(lua_State *L, enum cost cost) {
 
 static int charged_call(lua_State *L) {
     sluice_lua_charge(L, estimate(L, (enum cost)lua_tointeger(L, lua_upvalueindex(2))));
-    int arguments = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, arguments, LUA_MULTRET);
+    call_original(L);
     return lua_gettop(L);
 }
 
@@ -229,10 +235,7 @@ static void charge_libraries(lua_State *L) {
 
 /// pcall: the library's, then the limit check. Upvalue 1 is the original.
 static int guarded_pcall(lua_State *L) {
-    int arguments = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, arguments, LUA_MULTRET);
+    call_original(L);
     raise_if_limit_hit(L);
     return lua_gettop(L);
 }
@@ -249,10 +252,7 @@ static int guarded_setmetatable(lua_State *L) {
             if (kind != LUA_TNIL) return luaL_error(L, "%s is not available to scripts", *name);
         }
     }
-    int arguments = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, arguments, LUA_MULTRET);
+    call_original(L);
     return lua_gettop(L);
 }
 
@@ -277,10 +277,7 @@ static int guarded_load(lua_State *L) {
         lua_pushcclosure(L, charged_reader, 1);
         lua_replace(L, 1);
     }
-    int arguments = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, arguments, LUA_MULTRET);
+    call_original(L);
     raise_if_limit_hit(L);
     return lua_gettop(L);
 }
