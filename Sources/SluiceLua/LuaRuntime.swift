@@ -160,7 +160,7 @@ final class LuaRuntime: @unchecked Sendable {
     }
 
     /// A session ended (its table may be freed on the next call on this thread).
-    fileprivate func release(_ ref: Int32) {
+    func release(_ ref: Int32) {
         released.withLockedValue { $0.append(ref) }
     }
 
@@ -200,17 +200,4 @@ private let luaLog: lua_CFunction = { state in
         message: String(decoding: UnsafeRawBufferPointer(start: message, count: messageLength), as: UTF8.self))
     lua_pushinteger(state, known ? 0 : 1)
     return 1
-}
-
-/// A session's `session` table in one runtime; freed when the session ends.
-final class LuaSessionTable {
-    let ref: Int32
-    let runtime: LuaRuntime
-
-    init(ref: Int32, runtime: LuaRuntime) {
-        self.ref = ref
-        self.runtime = runtime
-    }
-
-    deinit { runtime.release(ref) }
 }

@@ -87,12 +87,12 @@ struct ConfigurationFileTests {
         #expect(found == [
             "test.yaml:2: listeners[0].address: expected HOST:PORT, got 127.0.0.1",
             "test.yaml:5: upstream.address: an IPv6 address needs brackets, [ADDRESS]:PORT, got [::1:143",
-            "test.yaml:6: upstream.verfy: unknown key (expected one of: address, ca, forward_client_address, server_name, tls, tls_min_version, verify)",
+            "test.yaml:6: upstream.verfy: unknown key (expected one of: address, ca, forward_client_address, proxy_protocol, server_name, tls, tls_min_version, verify)",
             "test.yaml:8: timeouts.idle: must be at least 1s (RFC 3501 asks for 30m)",
             "test.yaml:9: timeouts.connect: expected a duration such as 500ms, 30s, 10m or 1h, got soon",
             "test.yaml:11: limits.max_bad_commands: expected a whole number from 1 to 1000, got 0",
             "test.yaml:12: limits.write_buffer_high_water_mark: expected a size from 4096 to 67108864 bytes (e.g. 256KiB), got 12QB",
-            "test.yaml:13: colour: unknown key (expected one of: admin, greeting, limits, listeners, log, mode, routing, rules, threads, timeouts, tls, upstream)",
+            "test.yaml:13: colour: unknown key (expected one of: admin, auth_mechanisms, greeting, limits, listeners, log, mode, routing, rules, threads, timeouts, tls, upstream)",
             "test.yaml:14: threads: expected a whole number from 1 to 256, got 0",
         ])
     }

@@ -89,6 +89,18 @@ struct ProxyProtocolTests {
         }
     }
 
+    @Test("every prefix of a valid header waits for more; none is refused (the reader gets bytes as they come)")
+    func bytewise() throws {
+        var v2 = ProxyProtocolTests.signature + [0x21, 0x11, 0x00, 12 + 7]
+        v2 += [192, 0, 2, 7, 198, 51, 100, 1, 0xC3, 0x50, 0x00, 0x8F, 0x04, 0x00, 0x04, 0xDE, 0xAD, 0xBE, 0xEF]
+        for bytes in [Array("PROXY TCP4 192.0.2.7 198.51.100.1 50000 143\r\n".utf8), v2] {
+            for length in 0..<bytes.count {
+                #expect(parse(Array(bytes.prefix(length))) == .needMore, "prefix of \(length) bytes")
+            }
+            #expect(header(parse(bytes))?.length == bytes.count)
+        }
+    }
+
     @Test("what the writer sends, the reader reads back (v1 and v2, IPv4 and IPv6)")
     func roundTrip() throws {
         let pairs: [(SocketAddress, SocketAddress)] = [

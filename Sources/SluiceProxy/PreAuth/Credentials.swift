@@ -31,6 +31,13 @@ public enum BearerMechanism: String, Hashable, Sendable, CaseIterable {
     var loginMechanism: LoginMechanism { self == .xoauth2 ? .xoauth2 : .oauthbearer }
 
     /// The client's first response: `user` and `token`, or `nil` when it is not one.
+    ///
+    ///     ; XOAUTH2 (Google): "user=" user %x01 "auth=Bearer " token %x01 %x01
+    ///     ; OAUTHBEARER, RFC 7628 §3.1:
+    ///     client-resp = (gs2-header kvsep *kvpair kvsep) / kvsep
+    ///     gs2-header  = gs2-cbind-flag "," [ authzid ] ","   ; RFC 5801, authzid = "a=" saslname
+    ///     kvsep       = %x01
+    ///     kvpair      = key "=" value kvsep                  ; auth=Bearer TOKEN, host=…, port=…
     static func parse(_ mechanism: BearerMechanism, _ message: [UInt8]) -> (user: [UInt8], token: [UInt8])? {
         var fields = message.split(separator: 0x01, omittingEmptySubsequences: true).map(Array.init)
         var user: [UInt8]?
