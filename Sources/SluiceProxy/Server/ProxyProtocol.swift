@@ -141,31 +141,39 @@ public enum ProxyProtocol {
     /// / `LOCAL` when either is not an IP address of the same family.
     public static func header(_ version: Version, source: SocketAddress?, destination: SocketAddress?) -> ByteBuffer {
         var buffer = ByteBuffer()
-        switch (version, source, destination) {
-        case (.v1, .v4?, .v4?), (.v1, .v6?, .v6?):
-            let family = isV4(source!) ? "TCP4" : "TCP6"
-            buffer.writeString("PROXY \(family) \(source!.ipAddress ?? "") \(destination!.ipAddress ?? "") "
-                + "\(source!.port ?? 0) \(destination!.port ?? 0)\r\n")
-        case (.v1, _, _):
-            buffer.writeString("PROXY UNKNOWN\r\n")
-        case (.v2, .v4(let from)?, .v4(let to)?):
+        let addresses = source.flatMap { source in destination.map { (source, $0) } }
+        let bytes = addresses.flatMap { pair in rawBytes(pair.0).flatMap { from in rawBytes(pair.1).map { (from, $0) } } }
+        guard let (source, destination) = addresses, let (from, to) = bytes, from.count == to.count else {
+            if version == .v1 {
+                buffer.writeString("PROXY UNKNOWN\r\n")
+            } else {
+                buffer.writeBytes(signature)
+                buffer.writeBytes([0x20, 0x00, 0x00, 0x00])  // LOCAL
+            }
+            return buffer
+        }
+        let four = from.count == 4
+        switch version {
+        case .v1:
+            buffer.writeString("PROXY \(four ? "TCP4" : "TCP6") \(source.ipAddress ?? "") \(destination.ipAddress ?? "") "
+                + "\(source.port ?? 0) \(destination.port ?? 0)\r\n")
+        case .v2:
             buffer.writeBytes(signature)
-            buffer.writeBytes([0x21, 0x11, 0x00, 12])
-            _ = withUnsafeBytes(of: from.address.sin_addr) { buffer.writeBytes($0) }
-            _ = withUnsafeBytes(of: to.address.sin_addr) { buffer.writeBytes($0) }
-            buffer.writeInteger(UInt16(source!.port ?? 0))
-            buffer.writeInteger(UInt16(destination!.port ?? 0))
-        case (.v2, .v6(let from)?, .v6(let to)?):
-            buffer.writeBytes(signature)
-            buffer.writeBytes([0x21, 0x21, 0x00, 36])
-            _ = withUnsafeBytes(of: from.address.sin6_addr) { buffer.writeBytes($0) }
-            _ = withUnsafeBytes(of: to.address.sin6_addr) { buffer.writeBytes($0) }
-            buffer.writeInteger(UInt16(source!.port ?? 0))
-            buffer.writeInteger(UInt16(destination!.port ?? 0))
-        case (.v2, _, _):
-            buffer.writeBytes(signature)
-            buffer.writeBytes([0x20, 0x00, 0x00, 0x00])  // LOCAL
+            buffer.writeBytes([0x21, four ? 0x11 : 0x21, 0x00, four ? 12 : 36])
+            buffer.writeBytes(from)
+            buffer.writeBytes(to)
+            buffer.writeInteger(UInt16(source.port ?? 0))
+            buffer.writeInteger(UInt16(destination.port ?? 0))
         }
         return buffer
+    }
+
+    /// An IP address's bytes as it is (4 for IPv4, 16 for IPv6); `nil` for a socket path.
+    private static func rawBytes(_ address: SocketAddress) -> [UInt8]? {
+        switch address {
+        case .v4(let v4): return withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
+        case .v6(let v6): return withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        case .unixDomainSocket: return nil
+        }
     }
 }
