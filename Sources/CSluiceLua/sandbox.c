@@ -402,7 +402,6 @@ void *sluice_lua_owner(lua_State *L) { return sandbox_of(L)->owner; }
 
 enum sluice_lua_limit sluice_lua_last_limit(sluice_lua *sandbox) { return sandbox->limit_hit; }
 
-size_t sluice_lua_memory(sluice_lua *sandbox) { return sandbox->used; }
 
 /// Runs the function below `nargs` arguments in protected mode with the
 /// hook set and the memory cap enforced; one result.

@@ -53,9 +53,6 @@ final class LuaRuntime: @unchecked Sendable {
     var definesOnCommand: Bool { onCommand != LUA_NOREF }
     var definesOnResponse: Bool { onResponse != LUA_NOREF }
 
-    /// Bytes the state holds (tests, and the memory limit's documentation).
-    var memoryUsed: Int { sluice_lua_memory(sandbox) }
-
     /// A reference to the global function `name`, or `LUA_NOREF`.
     private func globalFunction(_ name: String) -> Int32 {
         sluice_lua_push_globals(sandbox)

@@ -13,13 +13,7 @@ struct BearerLoginTests {
 
     private func actions(_ text: String, mechanisms: [String]) throws -> (PreAuthStateMachine, [PreAuthStateMachine.Action]) {
         var machine = PreAuthStateMachine(security: .plain, greeting: "ready", maxBadCommands: 5, mechanisms: mechanisms)
-        var decoder = IMAPFrameDecoder(peer: .client)
-        var buffer = ByteBuffer(string: text)
-        var actions: [PreAuthStateMachine.Action] = []
-        while let frame = try decoder.next(&buffer) {
-            actions.append(machine.receive(frame))
-            if !machine.isAwaitingSASL { decoder.framer.authenticationEnded() }
-        }
+        let actions = try send(text, to: &machine)
         return (machine, actions)
     }
 

@@ -3,18 +3,6 @@ import NIOCore
 import Testing
 @testable import SluiceProxy
 
-/// Frames `text` as the client framer would, feeding each frame to `machine`.
-private func send(_ text: String, to machine: inout PreAuthStateMachine) throws -> [PreAuthStateMachine.Action] {
-    var decoder = IMAPFrameDecoder(peer: .client)
-    var buffer = ByteBuffer(string: text)
-    var actions: [PreAuthStateMachine.Action] = []
-    while let frame = try decoder.next(&buffer) {
-        actions.append(machine.receive(frame))
-        if !machine.isAwaitingSASL { decoder.framer.authenticationEnded() }
-    }
-    return actions
-}
-
 private func machine(_ security: ProxyConfiguration.ListenerSecurity = .plain) -> PreAuthStateMachine {
     PreAuthStateMachine(security: security, greeting: "Sluice ready.", maxBadCommands: 3)
 }

@@ -49,8 +49,6 @@ int sluice_lua_call(sluice_lua *sandbox, int nargs, long instructions);
 /// Which limit (if any) the last run or call hit.
 enum sluice_lua_limit sluice_lua_last_limit(sluice_lua *sandbox);
 
-/// Bytes the state holds.
-size_t sluice_lua_memory(sluice_lua *sandbox);
 
 /// Pushes the globals table.
 void sluice_lua_push_globals(sluice_lua *sandbox);
