@@ -12,7 +12,7 @@ import SluiceProxy
 ///
 /// Per login, a `GET` with nginx's request headers (`Auth-Method`,
 /// `Auth-User`, `Auth-Pass`, `Auth-Protocol`, `Auth-Login-Attempt`,
-/// `Client-IP`, `Auth-SSL`, `Auth-SSL-Protocol`) and the configured extra
+/// `Client-IP`, `Auth-SSL`, `Auth-SSL-Protocol`, `Auth-SSL-Cipher`) and the configured extra
 /// ones. `Auth-Status: OK` with `Auth-Server` (an IP address) and `Auth-Port`
 /// routes there, optionally as `Auth-User` with `Auth-Pass`; any other
 /// `Auth-Status` refuses the login with its text, after `Auth-Wait` seconds.
@@ -136,6 +136,7 @@ public final class HTTPAuthRouter: Router {
         if request.clientUsesTLS {
             headers.add(name: "Auth-SSL", value: "on")
             if let version = request.clientTLSProtocol { headers.add(name: "Auth-SSL-Protocol", value: version) }
+            if let cipher = request.clientTLSCipher { headers.add(name: "Auth-SSL-Cipher", value: cipher) }
         }
         for header in settings.headers { headers.add(name: header.name, value: header.value) }
         return headers
@@ -211,16 +212,21 @@ public final class HTTPAuthRouter: Router {
         let endpoint = try self.endpoint(upstream)
         // Taken as written, as nginx takes them.
         let user = headers.first(name: "Auth-User") ?? request.credentials.userName
-        guard !user.isEmpty, !user.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+        guard !user.isEmpty, !HTTPAuthRouter.hasControlCharacters(user) else {
             throw AuthServiceError("Auth-User is empty or has control characters")
         }
-        let groups = headers[canonicalForm: "X-Sluice-Groups"].map(String.init).map(\.trimmingSpaces).filter { !$0.isEmpty }
+        let groups = headers[canonicalForm: "X-Sluice-Groups"].map(String.init).map(\.trimmingSpaces)
+            .filter { !$0.isEmpty && !HTTPAuthRouter.hasControlCharacters($0) }
         let login: UpstreamLogin
         if let master = headers.first(name: "X-Sluice-Master-User")?.trimmingSpaces, !master.isEmpty {
             guard let password = headers.first(name: "X-Sluice-Master-Pass") else {
                 throw AuthServiceError("X-Sluice-Master-User without X-Sluice-Master-Pass")
             }
             let separator = headers.first(name: "X-Sluice-Master-Separator") ?? "*"
+            // Names reach logs and the upstream's login (red team 3).
+            guard !HTTPAuthRouter.hasControlCharacters(master + separator) else {
+                throw AuthServiceError("X-Sluice-Master-User or -Separator has control characters")
+            }
             login = .masterUser(user: user, masterUser: master, masterPassword: Array(password.utf8), separator: separator)
         } else {
             login = .asUser(user)
@@ -241,6 +247,10 @@ public final class HTTPAuthRouter: Router {
             endpoints[key] = endpoint
         }
         return endpoint
+    }
+
+    static func hasControlCharacters(_ text: String) -> Bool {
+        text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
     }
 
     /// One line of printable ASCII, at most `limit` bytes, announcing no literal.

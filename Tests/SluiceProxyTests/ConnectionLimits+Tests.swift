@@ -17,6 +17,22 @@ struct ConnectionLimitsTests {
         #expect(limiter.open == 3)
     }
 
+    @Test("a connection waiting for its PROXY header holds a place in the total; its address's place comes later")
+    func limiterBeforeAddress() {
+        let limiter = ConnectionLimiter(maxConnections: 2, maxPerIP: 1)
+        #expect(limiter.acquire(ip: nil) == nil)
+        #expect(limiter.acquire(ip: nil) == nil)
+        #expect(limiter.acquire(ip: nil) == .limit, "two waiting connections fill the proxy")
+        #expect(limiter.acquire(ip: "10.0.0.1", countingTotal: false) == nil, "the header does not count twice")
+        #expect(limiter.acquire(ip: "10.0.0.1", countingTotal: false) == .perIPLimit)
+        #expect(limiter.open == 2)
+        limiter.release(ip: "10.0.0.1", countingTotal: false)
+        #expect(limiter.acquire(ip: "10.0.0.1", countingTotal: false) == nil)
+        limiter.release(ip: nil)
+        limiter.release(ip: nil)
+        #expect(limiter.open == 0)
+    }
+
     @Test("no limits configured: nothing is refused")
     func unlimited() {
         let limiter = ConnectionLimiter(maxConnections: nil, maxPerIP: nil)
@@ -31,6 +47,15 @@ struct ConnectionLimitsTests {
         #expect(penalty.failed(ip: "10.0.0.1", now: now) == .seconds(4))
         #expect(penalty.failed(ip: "10.0.0.1", now: now) == .seconds(5))
         #expect(penalty.failed(ip: "10.0.0.2", now: now) == .seconds(2), "another address starts afresh")
+    }
+
+    @Test("a login that could not be checked waits the base delay and does not count")
+    func unavailableNotCounted() {
+        let penalty = LoginPenalty(baseDelay: .seconds(2), maximum: .seconds(10))
+        let now = NIODeadline.now()
+        for _ in 0..<3 { #expect(penalty.failed(ip: "10.0.0.1", unavailable: true, now: now) == .seconds(2)) }
+        #expect(penalty.failed(ip: "10.0.0.1", unavailable: false, now: now) == .seconds(2), "the first counted failure")
+        #expect(penalty.failed(ip: "10.0.0.1", unavailable: false, now: now) == .seconds(4))
     }
 
     @Test("the penalty is forgotten after its window and on a successful login")

@@ -59,7 +59,7 @@ struct UpstreamLoginTests {
         var machine = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false, forward: forward)
         let greeting = try receive("* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR] ready\r\n", &machine)
         #expect(sent(greeting.last) == "sluice1 ID (\"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"50123\" "
-                + "\"x-connected-ip\" \"2001:db8::1\" \"x-connected-port\" \"993\")\r\n"
+                + "\"x-connected-ip\" \"2001:db8::1\" \"x-connected-port\" \"993\" \"x-proxy-ttl\" \"4\")\r\n"
                 + "sluice2 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")
         let answers = try receive("* ID (\"name\" \"Dovecot\")\r\nsluice1 OK ID completed.\r\n"
                                   + "sluice2 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n", &machine)
@@ -104,9 +104,27 @@ struct UpstreamLoginTests {
                                          clientFields: kept)
         #expect(forward.idParameters == "(\"name\" \"Thunderbird\" \"os\" NIL \"support-url\" \"mailto:\\\"help\\\"\\\\desk\" "
                 + "\"x-originating-ip\" \"192.0.2.7\" \"x-originating-port\" \"50123\" "
-                + "\"x-connected-ip\" \"192.0.2.1\" \"x-connected-port\" \"143\")")
-        // RFC 2971: 30 pairs at most, four of them the proxy's.
+                + "\"x-connected-ip\" \"192.0.2.1\" \"x-connected-port\" \"143\" \"x-proxy-ttl\" \"4\")")
+        // RFC 2971: 30 pairs at most, five of them the proxy's.
         fields = (1...40).map { Field(key: "f\($0)", value: "v") }
-        #expect(ForwardedAddresses.forwardable(fields).count == 26)
+        #expect(ForwardedAddresses.forwardable(fields).count == 25)
+    }
+
+    @Test("x-proxy-ttl: one less goes upstream; 1 or less refuses; a larger, negative or garbled value counts as 5")
+    func proxyHops() throws {
+        func id(_ value: String?) -> IDParameters {
+            IDParameters(fields: [.init(key: "name", value: "Sluice"), .init(key: "X-Proxy-TTL", value: value)])
+        }
+        #expect(ProxyHops.left(after: nil) == 5 && !ProxyHops.exhausted(after: nil))
+        #expect(ProxyHops.left(after: id("3")) == 3 && !ProxyHops.exhausted(after: id("2")))
+        #expect(ProxyHops.exhausted(after: id("1")) && ProxyHops.exhausted(after: id("0")))
+        for garbled in ["99", "-1", "", "1e3", "00002x", nil] {
+            #expect(ProxyHops.left(after: id(garbled)) == 5, "\(garbled ?? "NIL")")
+        }
+        let client = try SocketAddress(ipAddress: "192.0.2.7", port: 50123)
+        let local = try SocketAddress(ipAddress: "192.0.2.1", port: 143)
+        let forward = try #require(ForwardedAddresses(client: client, local: local, clientID: id("3")))
+        #expect(forward.proxyTTL == 2 && forward.idParameters.hasSuffix("\"x-proxy-ttl\" \"2\")"))
+        #expect(!forward.idParameters.contains("X-Proxy-TTL"), "the client's own field is not passed on")
     }
 }

@@ -20,6 +20,7 @@ import os
 import threading
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -172,6 +173,28 @@ def proxy_protocol_tests():
                 s.close()
         check("PROXY in: per-address limits count the client's address, not the balancer's", per_address_limit)
 
+    path, port = config("pp-total", trusted)
+    with open(path, "a") as f:
+        f.write("limits: { max_connections: 2 }\n")
+    with Sluice(config=path, port=port) as sluice:
+        def waiting_counts():
+            # Two connections that never send their header fill a proxy of two (red team 3: they went uncounted).
+            time.sleep(0.5)  # the start-up probe's connection is released
+            waiting = [socket.create_connection((HOST, port), timeout=20) for _ in range(2)]
+            time.sleep(0.5)
+            third = socket.create_connection((HOST, port), timeout=20)
+            third.sendall(proxy_v1("192.0.2.80", 1))
+            assert closed_without_greeting(third, timeout=4), "a third connection was served"
+            third.close()
+            for s in waiting:
+                s.close()
+            time.sleep(0.5)
+            sock, reply = login(port, proxy_v1("192.0.2.80", 2))
+            assert b"a OK" in reply, "the places are free again: " + repr(reply)
+            sock.close()
+            assert 'reason=limit' in sluice.log_text(), sluice.log_text()[-1500:]
+        check("PROXY in: connections still waiting for their header count toward max_connections", waiting_counts)
+
     for version in ("v1", "v2"):
         upstream = f'{{ address: "{HOST}:{HAPROXY_PORT}", proxy_protocol: {version}, forward_client_address: false }}'
         path, port = config(f"pp-out-{version}", upstream=upstream)
@@ -284,6 +307,7 @@ class AuthService(http.server.BaseHTTPRequestHandler):
     """An auth service as written for nginx's auth_http: reads nginx's headers, answers with Auth-Status."""
     requests = []
     mode = "ok"
+    loop_port = 0
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
@@ -305,6 +329,9 @@ class AuthService(http.server.BaseHTTPRequestHandler):
             status = 500
         elif mode == "hostname":
             answer = {"Auth-Status": "OK", "Auth-Server": "localhost", "Auth-Port": str(PORT)}
+        elif mode == "loop":
+            # A misconfigured service that sends the login back to the proxy itself.
+            answer = {"Auth-Status": "OK", "Auth-Server": "127.0.0.1", "Auth-Port": str(AuthService.loop_port)}
         elif user == "refused":
             answer = {"Auth-Status": "Invalid login or password", "Auth-Wait": "1", "Auth-Error-Code": "535 5.7.8"}
         else:
@@ -339,6 +366,7 @@ def auth_service_tests():
         path = write(os.path.join(WORK, "auth-http.yaml"), f"""
 listeners:
   - address: "{HOST}:{port}"
+    tls: starttls
   - address: "{HOST}:{tls_port}"
     tls: implicit
 tls: {{ certificates: [{{ cert: {CERT}, key: {KEY} }}] }}
@@ -365,20 +393,38 @@ rules:
                             "X-Auth-Key": "secret-key"}
                 assert {k: request.get(k) for k in expected} == expected, request
                 assert "Auth-SSL" not in request, request
-                # Over TLS: Auth-SSL and the protocol; AUTHENTICATE PLAIN is Auth-Method plain too.
-                tls = pe.client_tls().wrap_socket(socket.create_connection((HOST, tls_port), timeout=20),
-                                                  server_hostname="127.0.0.1")
-                read_until(tls, rb"\r\n")
-                plain = base64.b64encode(b"\0alice\0pass word%").decode()
-                tls.sendall(f"a AUTHENTICATE PLAIN {plain}\r\n".encode())
-                read_until(tls, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                # Over TLS: Auth-SSL, the protocol and the cipher as the client's OpenSSL names them;
+                # AUTHENTICATE PLAIN is Auth-Method plain too.
+                for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+                    context = pe.client_tls()
+                    context.maximum_version = version
+                    tls = context.wrap_socket(socket.create_connection((HOST, tls_port), timeout=20),
+                                              server_hostname="127.0.0.1")
+                    read_until(tls, rb"\r\n")
+                    plain = base64.b64encode(b"\0alice\0pass word%").decode()
+                    tls.sendall(f"a AUTHENTICATE PLAIN {plain}\r\n".encode())
+                    read_until(tls, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                    cipher, protocol, _ = tls.cipher()
+                    tls.close()
+                    request = AuthService.requests[-1]
+                    assert request.get("Auth-SSL") == "on" and request.get("Auth-SSL-Protocol") == protocol, request
+                    assert request.get("Auth-SSL-Cipher") == cipher, (cipher, request)
+                    assert request.get("Auth-Pass") == "pass%20word%25", "escaped as nginx escapes: " + repr(request)
+                # STARTTLS on the plain listener: the same.
+                sock = socket.create_connection((HOST, port), timeout=20)
+                read_until(sock, rb"\r\n")
+                sock.sendall(b"s STARTTLS\r\n")
+                read_until(sock, rb"s OK[^\r\n]*\r\n")
+                tls = pe.client_tls().wrap_socket(sock, server_hostname="127.0.0.1")
+                tls.sendall(b"a LOGIN alice secret-alice\r\n")
+                assert b"a OK" in read_until(tls, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                cipher, protocol, _ = tls.cipher()
                 tls.close()
                 request = AuthService.requests[-1]
-                assert request.get("Auth-SSL") == "on" and request.get("Auth-SSL-Protocol", "").startswith("TLSv1."), request
-                assert request.get("Auth-Pass") == "pass%20word%25", "escaped as nginx escapes: " + repr(request)
+                assert (request.get("Auth-SSL-Protocol"), request.get("Auth-SSL-Cipher")) == (protocol, cipher), request
                 assert "secret-alice" not in sluice.log_text() and "pass word" not in sluice.log_text()
             check("auth service: nginx's request headers (method, user, escaped password, protocol, attempt, "
-                  "client IP, TLS, extra headers)", nginx_headers)
+                  "client IP, TLS protocol and cipher for TLS 1.3, 1.2 and STARTTLS, extra headers)", nginx_headers)
 
             def rewrites_and_groups():
                 AuthService.mode = "ok"
@@ -440,6 +486,23 @@ rules:
                 AuthService.mode = "ok"
             check("auth service: slow past the timeout, no Auth-Status, HTTP 500, a host name as Auth-Server, a "
                   "redirect (never followed, as nginx): NO [UNAVAILABLE], never a login", unavailable)
+
+            def loop():
+                AuthService.mode, AuthService.loop_port = "loop", port
+                AuthService.requests.clear()
+                sock = socket.create_connection((HOST, port), timeout=30)
+                read_until(sock, rb"\r\n")
+                sock.sendall(b"a LOGIN alice secret-alice\r\n")
+                reply = read_until(sock, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+                sock.close()
+                AuthService.mode = "ok"
+                assert reply.startswith(b"a NO [UNAVAILABLE] Too many proxy hops"), reply
+                # The client's login and three more hops asked the service; the fifth proxy refused.
+                hops = [r.get("Auth-Login-Attempt") for r in AuthService.requests]
+                assert len(hops) == 4, AuthService.requests
+                assert "x-proxy-ttl exhausted" in sluice.log_text(), sluice.log_text()[-2000:]
+            check("auth service: a route back to the proxy itself ends after five hops (x-proxy-ttl) with "
+                  "NO [UNAVAILABLE], not a connection storm", loop)
 
         server.shutdown()
         server.server_close()

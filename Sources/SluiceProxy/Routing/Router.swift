@@ -34,6 +34,8 @@ public struct RouteRequest: Sendable {
     public var clientUsesTLS: Bool
     /// The client's TLS version (`TLSv1.3`), when it uses TLS.
     public var clientTLSProtocol: String?
+    /// The client's TLS cipher suite by OpenSSL's name (`TLS_AES_256_GCM_SHA384`), when it uses TLS.
+    public var clientTLSCipher: String?
     /// How the client logged in (AUTHENTICATE PLAIN, XOAUTH2 …).
     public var mechanism: LoginMechanism
     /// The client used the LOGIN command (not AUTHENTICATE LOGIN).
@@ -43,12 +45,14 @@ public struct RouteRequest: Sendable {
 
     public init(credentials: Credentials, clientAddress: SocketAddress? = nil,
                 clientID: IDParameters? = nil, clientUsesTLS: Bool = false, clientTLSProtocol: String? = nil,
+                clientTLSCipher: String? = nil,
                 mechanism: LoginMechanism = .login, loginCommand: Bool = true, loginAttempt: Int = 1) {
         self.credentials = credentials
         self.clientAddress = clientAddress
         self.clientID = clientID
         self.clientUsesTLS = clientUsesTLS
         self.clientTLSProtocol = clientTLSProtocol
+        self.clientTLSCipher = clientTLSCipher
         self.mechanism = mechanism
         self.loginCommand = loginCommand
         self.loginAttempt = loginAttempt

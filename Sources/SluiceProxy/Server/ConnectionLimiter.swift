@@ -34,20 +34,26 @@ final class ConnectionLimiter: Sendable {
     }
 
     /// Takes a place for a connection from `ip`, or says why there is none.
-    /// Every successful call is paired with one `release(ip:)`.
-    func acquire(ip: String?) -> Refusal? {
+    /// Every successful call is paired with one `release(ip:)` with the same
+    /// arguments.
+    ///
+    /// A connection whose address comes later (from a PROXY header) takes its
+    /// place in the total first, with `ip` `nil`, and its address's place once
+    /// known, with `countingTotal` false: waiting for a header holds a
+    /// descriptor too (red team 3).
+    func acquire(ip: String?, countingTotal: Bool = true) -> Refusal? {
         state.withLockedValue { state in
-            if let maxConnections = state.maxConnections, state.total >= maxConnections { return .limit }
+            if countingTotal, let maxConnections = state.maxConnections, state.total >= maxConnections { return .limit }
             if let maxPerIP = state.maxPerIP, let ip, state.perIP[ip, default: 0] >= maxPerIP { return .perIPLimit }
-            state.total += 1
+            if countingTotal { state.total += 1 }
             if let ip { state.perIP[ip, default: 0] += 1 }
             return nil
         }
     }
 
-    func release(ip: String?) {
+    func release(ip: String?, countingTotal: Bool = true) {
         state.withLockedValue { state in
-            state.total -= 1
+            if countingTotal { state.total -= 1 }
             guard let ip, let count = state.perIP[ip] else { return }
             state.perIP[ip] = count > 1 ? count - 1 : nil
         }

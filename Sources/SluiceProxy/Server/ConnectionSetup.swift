@@ -23,12 +23,30 @@ struct ConnectionSetup: Sendable {
         ])
     }
 
+    /// A connection on a `proxy_protocol` listener, before its header: it
+    /// counts toward `max_connections` from now on. `false` (and the
+    /// connection closed) when the proxy is full.
+    func admitBeforeHeader(_ channel: Channel) -> Bool {
+        if limiter.acquire(ip: nil) != nil {
+            metrics.connectionRefused(.limit)
+            logger.notice("connection refused", metadata: [
+                "client.address": "\(HostPort(channel.remoteAddress)?.description ?? "-")", "reason": "limit",
+            ])
+            return false
+        }
+        let limiter = self.limiter
+        channel.closeFuture.whenComplete { _ in limiter.release(ip: nil) }
+        return true
+    }
+
+    /// Sets the session up. `counted`: the connection already holds its
+    /// place in the total (`admitBeforeHeader`).
     func start(_ channel: Channel, listener: ProxyConfiguration.Listener, client: SocketAddress?,
-               connected: SocketAddress?) throws {
+               connected: SocketAddress?, counted: Bool = false) throws {
         let ip = client?.ipAddress
         let current = settings.withLockedValue { $0 }
         let pipeline = channel.pipeline.syncOperations
-        if let refusal = limiter.acquire(ip: ip) {
+        if let refusal = limiter.acquire(ip: ip, countingTotal: !counted) {
             metrics.connectionRefused(refusal == .limit ? .limit : .perIPLimit)
             logger.notice("connection refused", metadata: [
                 "client.address": "\(ip ?? "-")", "reason": "\(refusal.rawValue)",
@@ -40,7 +58,7 @@ struct ConnectionSetup: Sendable {
             return
         }
         let limiter = self.limiter, sessions = self.sessions
-        channel.closeFuture.whenComplete { _ in limiter.release(ip: ip) }
+        channel.closeFuture.whenComplete { _ in limiter.release(ip: ip, countingTotal: !counted) }
         // Options are set here rather than as child channel options so
         // that a failure is logged: NIO would close the connection silently.
         do {
@@ -52,6 +70,7 @@ struct ConnectionSetup: Sendable {
                                        logger: logger, metrics: metrics, listener: listener.name)
             // TLS (implicit) reads the bytes first, then the session; after a PROXY reader, if any.
             if listener.security == .implicit, let context = current.tls.server {
+                try pipeline.addHandler(ServerHelloReader())
                 try pipeline.addHandler(NIOSSLServerHandler(context: context))
             }
             try pipeline.addHandler(ClientHandler(session: session))

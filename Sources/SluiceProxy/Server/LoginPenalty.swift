@@ -27,6 +27,15 @@ final class LoginPenalty: Sendable {
         delays.withLockedValue { $0 = (baseDelay, maximum) }
     }
 
+    /// How long a failed login's answer waits. Only a refused password
+    /// counts toward the address's penalty: a login that could not be
+    /// checked (`unavailable`: the router or the server failed, a proxy loop)
+    /// waits the base delay and is not held against the address (red team 3:
+    /// an auth-service outage stretched every client's next answers).
+    func failed(ip: String?, unavailable: Bool, now: NIODeadline = .now()) -> TimeAmount {
+        unavailable ? baseDelay : failed(ip: ip, now: now)
+    }
+
     /// Records a failed login from `ip` and returns how long its answer waits.
     func failed(ip: String?, now: NIODeadline = .now()) -> TimeAmount {
         let (baseDelay, maximum) = delays.withLockedValue { $0 }

@@ -228,10 +228,11 @@ public final class ProxyServer: Sendable {
                         setup.refused(peer, reason: "PROXY protocol from an untrusted address")
                         throw ProxyProtocolRefused()
                     }
+                    guard setup.admitBeforeHeader(channel) else { throw ProxyProtocolRefused() }
                     try channel.pipeline.syncOperations.addHandler(ProxyProtocolReader(
                         setUp: { channel, header in
                             try setup.start(channel, listener: listener, client: header.source ?? channel.remoteAddress,
-                                            connected: header.destination ?? channel.localAddress)
+                                            connected: header.destination ?? channel.localAddress, counted: true)
                         },
                         refused: { reason in setup.refused(peer, reason: reason) }))
                 }

@@ -41,6 +41,8 @@ final class ClientHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
             session.clientTLSEstablished()
+        } else if let suite = event as? TLSCipherSuite {
+            session.clientTLSCipher = suite.name
         }
         context.fireUserInboundEventTriggered(event)
     }

@@ -16,5 +16,6 @@ enum ClientTLSUpgrade {
     static func start(on channel: Channel, context: NIOSSLContext, ok: String) throws {
         channel.writeAndFlush(ByteBuffer(string: ok), promise: nil)
         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+        try channel.pipeline.syncOperations.addHandler(ServerHelloReader(), position: .first)
     }
 }

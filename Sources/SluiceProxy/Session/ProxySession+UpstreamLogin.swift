@@ -16,6 +16,10 @@ extension ProxySession {
 
     /// Asks the router where this user goes, then connects there.
     func route(_ clientCredentials: Credentials) {
+        if ProxyHops.exhausted(after: preAuth.clientID) {
+            loginFailed(response: ProxyHops.refusal, reason: "proxy loop: x-proxy-ttl exhausted")
+            return
+        }
         var rewritten = clientCredentials
         for rewrite in configuration.loginRewrites {
             guard let name = rewrite.apply(clientCredentials.userName) else { continue }
@@ -33,6 +37,7 @@ extension ProxySession {
         let request = RouteRequest(credentials: credentials, clientAddress: clientAddress,
                                    clientID: preAuth.clientID, clientUsesTLS: clientUsesTLS,
                                    clientTLSProtocol: tlsVersion.map(ProxySession.tlsName),
+                                   clientTLSCipher: clientUsesTLS ? clientTLSCipher : nil,
                                    mechanism: preAuth.loginMechanism, loginCommand: preAuth.usedLoginCommand,
                                    loginAttempt: preAuth.loginAttempts)
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
@@ -209,15 +214,15 @@ extension ProxySession {
         upstreamBuffer.clear()
         upstreamDecoder = ProxySession.upstreamLoginDecoder()
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        let delay = penalty.failed(ip: LoginPenalty.key(for: clientAddress))
+        // The upstream's own NO [UNAVAILABLE] (Dovecot: a temporary authentication failure) too.
+        let unavailable = response == ProxySession.unavailable || response.uppercased().contains("[UNAVAILABLE]")
+        let delay = penalty.failed(ip: LoginPenalty.key(for: clientAddress), unavailable: unavailable)
         clientChannel.eventLoop.scheduleTask(in: delay) {
             let session = bound.value
             guard session.phase.kind == .loginFailed else { return }
             session.phase = .preAuth
             session.perform(session.preAuth.loginFailed(response: response, challenge: challenge))
             if session.preAuth.isAwaitingSASL { session.clientDecoder.framer.authenticationResumed() }
-            // The upstream's own NO [UNAVAILABLE] (Dovecot: a temporary authentication failure) too.
-            let unavailable = response == ProxySession.unavailable || response.uppercased().contains("[UNAVAILABLE]")
             session.loginAnswered(unavailable ? .unavailable : .rejected)
             session.processClient()
             session.resumeReads()

@@ -106,6 +106,8 @@ final class ProxySession {
     var upstreamLoginDeadline: Scheduled<Void>?
     /// The client's connection is protected by TLS (implicit, or after a completed STARTTLS handshake).
     var clientUsesTLS: Bool
+    /// The cipher suite of the client's TLS, by OpenSSL's name (`ServerHelloReader`).
+    var clientTLSCipher: String?
     /// How long the client may go without bytes moving to or from it: the
     /// pre-auth timeout until login, then the idle timeout.
     var inactivity: InactivityClock

@@ -300,6 +300,9 @@ struct ForwardedAddresses: Equatable {
     /// version, os, …), passed on as Dovecot's proxy does with
     /// `imap_id_retain`; already sifted by `forwardable(_:)`.
     var clientFields: [IDParameters.Field] = []
+    /// How many more proxies the login may pass (`x-proxy-ttl`, as Dovecot's
+    /// proxy sends it): one less than this proxy was given (`ProxyHops`).
+    var proxyTTL = ProxyHops.initial - 1
 
     /// The parenthesized list of `ID` (RFC 2971): the client's fields, then
     /// the proxy's. Addresses and ports need no escaping.
@@ -309,14 +312,15 @@ struct ForwardedAddresses: Equatable {
             text += ForwardedAddresses.quoted(field.key) + " " + (field.value.map(ForwardedAddresses.quoted) ?? "NIL") + " "
         }
         return text + "\"x-originating-ip\" \"\(clientIP)\" \"x-originating-port\" \"\(clientPort)\" "
-            + "\"x-connected-ip\" \"\(localIP)\" \"x-connected-port\" \"\(localPort)\")"
+            + "\"x-connected-ip\" \"\(localIP)\" \"x-connected-port\" \"\(localPort)\" "
+            + "\"x-proxy-ttl\" \"\(proxyTTL)\")"
     }
 
     /// The client's fields that may go upstream. `x-` fields never do: a
     /// server that trusts the proxy would take a client's own
     /// `x-originating-ip` (or session id) as the proxy's word. The rest must
     /// fit RFC 2971 §3.3 — names up to 30 octets, values up to 1,024, 30
-    /// pairs in all (four are the proxy's) — and be printable ASCII, so they
+    /// pairs in all (five are the proxy's) — and be printable ASCII, so they
     /// travel as quoted strings; fields that do not are left out.
     static func forwardable(_ fields: [IDParameters.Field]) -> [IDParameters.Field] {
         let printable = { (text: String) in text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F } }
@@ -326,7 +330,7 @@ struct ForwardedAddresses: Equatable {
             guard let value = field.value else { return true }
             return value.utf8.count <= 1024 && printable(value)
         }
-        return Array(kept.prefix(26))
+        return Array(kept.prefix(25))
     }
 
     private static func quoted(_ text: String) -> String {
@@ -345,6 +349,7 @@ extension ForwardedAddresses {
         guard let clientIP = client?.ipAddress, let clientPort = client?.port,
               let localIP = local?.ipAddress, let localPort = local?.port else { return nil }
         self.init(clientIP: clientIP, clientPort: clientPort, localIP: localIP, localPort: localPort,
-                  clientFields: ForwardedAddresses.forwardable(clientID?.fields ?? []))
+                  clientFields: ForwardedAddresses.forwardable(clientID?.fields ?? []),
+                  proxyTTL: ProxyHops.left(after: clientID) - 1)
     }
 }

@@ -18,6 +18,10 @@ public struct IDParameters: Hashable, Sendable {
     /// The fields in order; empty for `NIL`.
     public var fields: [Field]
 
+    public init(fields: [Field]) {
+        self.fields = fields
+    }
+
     init?(_ token: IMAPToken) {
         if token.isNil {
             fields = []
