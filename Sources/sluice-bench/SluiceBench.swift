@@ -40,6 +40,8 @@ struct SluiceBench: AsyncParsableCommand {
     @Option(name: .customLong("repeat"), help: "Times each fetch runs; the median is reported (fetch-large, tls).") var repeats = 3
     @Option(help: "Concurrent clients (logins).") var clients = 8
     @Option(help: "Seconds to run (logins).") var seconds = 5.0
+    @Option(help: "Logins per client, instead of --seconds (logins): a fixed amount of work, for instruction counts.")
+    var loginsPerClient: Int?
     @Option(help: "Accounts USERPREFIX0001… to spread logins over (logins).") var accounts = 200
     @Option(help: "Account name prefix (logins, idle).") var userPrefix = "user"
     @Option(help: "Idle sessions to open (idle).") var sessions = 100
@@ -165,7 +167,7 @@ struct SluiceBench: AsyncParsableCommand {
                 tasks.addTask {
                     var samples: [Double] = []
                     var index = client
-                    while DispatchTime.now().uptimeNanoseconds < deadline {
+                    while loginsPerClient.map({ samples.count < $0 }) ?? (DispatchTime.now().uptimeNanoseconds < deadline) {
                         let user = accountName(index % accounts + 1)
                         index += clients
                         let start = DispatchTime.now().uptimeNanoseconds
