@@ -236,7 +236,8 @@ private struct FileReader {
     }
 
     private func listener(_ value: YAMLValue) -> ProxyConfiguration.Listener? {
-        guard let fields = value.fields(["address", "tls", "proxy_protocol", "proxy_protocol_trusted"]) else { return nil }
+        guard let fields = value.fields(["address", "tls", "proxy_protocol", "proxy_protocol_trusted", "reuse_port"])
+        else { return nil }
         guard let addressValue = fields["address"] else {
             value.report("a listener needs address: HOST:PORT")
             return nil
@@ -248,6 +249,10 @@ private struct FileReader {
         if let flag = fields["proxy_protocol"] {
             guard let on = flag.bool() else { return nil }
             listener.proxyProtocol = on
+        }
+        if let flag = fields["reuse_port"] {
+            guard let on = flag.bool() else { return nil }
+            listener.reusePort = on
         }
         if let trusted = fields["proxy_protocol_trusted"] {
             for item in trusted.listOrSingle() {

@@ -657,8 +657,36 @@ auth_mechanisms: [XOAUTH2, OAUTHBEARER]
         server.shutdown()
 
 
+def listening_sockets(port):
+    """Listening TCP sockets on `port` (IPv4), from /proc/net/tcp."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A")
+
+
+def reuse_port_tests():
+    port = free_port()
+    path = write(os.path.join(WORK, "reuse-port.yaml"), f"""
+threads: 2
+listeners: [{{ address: "{HOST}:{port}", reuse_port: true }}]
+upstream: {{ address: "{HOST}:{PORT}" }}
+""")
+    with Sluice(config=path, port=port) as sluice:
+        def sockets_per_loop():
+            assert listening_sockets(port) == 2, listening_sockets(port)
+            sessions = [login(port) for _ in range(8)]
+            for sock, reply in sessions:
+                assert b"a OK" in reply, reply
+                sock.sendall(b"b NOOP\r\n")
+                assert b"b OK" in read_until(sock, rb"b (OK|NO|BAD)[^\r\n]*\r\n")
+                sock.close()
+            assert 'listen.sockets=2' in sluice.log_text(), sluice.log_text()[-1000:]
+        check("reuse_port: one listening socket per event loop (threads: 2), and logins through them", sockets_per_loop)
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
+    reuse_port_tests()
     auth_service_tests()
     oauth_tests()
     proxy_protocol_tests()

@@ -34,14 +34,19 @@ public struct ProxyConfiguration: Sendable {
         public var proxyProtocol: Bool
         /// Balancers allowed to send it; any other connection is closed.
         public var proxyProtocolTrusted: [IPNetwork]
+        /// One listening socket per event loop (`SO_REUSEPORT`), each
+        /// accepting for its own loop, instead of one socket whose accepted
+        /// connections are handed to the loops (nginx's `reuseport`).
+        public var reusePort: Bool
 
         public init(host: String, port: Int, security: ListenerSecurity, proxyProtocol: Bool = false,
-                    proxyProtocolTrusted: [IPNetwork] = []) {
+                    proxyProtocolTrusted: [IPNetwork] = [], reusePort: Bool = false) {
             self.host = host
             self.port = port
             self.security = security
             self.proxyProtocol = proxyProtocol
             self.proxyProtocolTrusted = proxyProtocolTrusted
+            self.reusePort = reusePort
         }
 
         /// `HOST:PORT` as configured: the `listener` label of the session metrics.

@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -78,13 +79,25 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> [SocketAddress] {
         var addresses: [SocketAddress] = []
         for listener in listeners {
-            let channel = try await bootstrap(for: listener).bind(host: listener.host, port: listener.port).get()
-            channels.withLockedValue { $0.append(channel) }
-            if let address = channel.localAddress { addresses.append(address) }
-            logger.info("listening", metadata: [
-                "listen.address": "\(HostPort(host: listener.host, port: channel.localAddress?.port ?? listener.port))",
-                "listen.security": "\(listener.security.rawValue)",
-            ])
+            // reuse_port: a socket per event loop, bound to the same port (the
+            // first one's, when the configured port is 0), each accepting for
+            // its own loop: no hand-off of accepted connections between threads.
+            let groups: [any EventLoopGroup] = listener.reusePort ? Array(group.makeIterator()) : [group]
+            var port = listener.port
+            for (index, loops) in groups.enumerated() {
+                var bootstrap = bootstrap(for: listener, on: loops)
+                if listener.reusePort { bootstrap = bootstrap.serverChannelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1) }
+                let channel = try await bootstrap.bind(host: listener.host, port: port).get()
+                channels.withLockedValue { $0.append(channel) }
+                port = channel.localAddress?.port ?? port
+                guard index == 0 else { continue }
+                if let address = channel.localAddress { addresses.append(address) }
+                logger.info("listening", metadata: [
+                    "listen.address": "\(HostPort(host: listener.host, port: port))",
+                    "listen.security": "\(listener.security.rawValue)",
+                    "listen.sockets": "\(groups.count)",
+                ])
+            }
         }
         accepting.withLockedValue { $0 = true }
         return addresses
@@ -191,7 +204,7 @@ public final class ProxyServer: Sendable {
                                    to new: ProxyConfiguration) -> [String] {
         var changes: [String] = []
         let describe = { (listeners: [ProxyConfiguration.Listener]) in
-            listeners.map { "\($0.name) \($0.security.rawValue) \($0.proxyProtocol) \($0.proxyProtocolTrusted)" }
+            listeners.map { "\($0.name) \($0.security.rawValue) \($0.proxyProtocol) \($0.proxyProtocolTrusted) \($0.reusePort)" }
         }
         if describe(bound) != describe(new.listeners) { changes.append("listeners") }
         if previous.threads != new.threads { changes.append("threads") }
@@ -200,7 +213,7 @@ public final class ProxyServer: Sendable {
         return changes
     }
 
-    private func bootstrap(for listener: ProxyConfiguration.Listener) -> ServerBootstrap {
+    private func bootstrap(for listener: ProxyConfiguration.Listener, on group: any EventLoopGroup) -> ServerBootstrap {
         let logger = self.logger
         let metrics = self.metrics
         let setup = ConnectionSetup(settings: settings, logger: logger, sessions: sessions, limiter: limiter,
