@@ -22,9 +22,11 @@ struct UpstreamConnector: Sendable {
                  makeHandler: @escaping @Sendable () -> any ChannelHandler) -> EventLoopFuture<Channel> {
         let tlsContext = upstream.security == .implicit ? upstream.tlsContext : nil
         let serverName = upstream.serverName
-        let bootstrap = tuning.apply(to: ClientBootstrap(group: eventLoop).connectTimeout(connectTimeout))
+        let tuning = self.tuning
+        let bootstrap = ClientBootstrap(group: eventLoop).connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let options = channel.syncOptions { try tuning.apply(to: options) }
                     if let proxyHeader {
                         try channel.pipeline.syncOperations.addHandler(ProxyHeaderWriter(header: proxyHeader))
                     }
