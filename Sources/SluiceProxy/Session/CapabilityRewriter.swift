@@ -43,9 +43,20 @@ struct CapabilityRewriter {
         (kind == .untaggedResponse || kind == .taggedResponse) && CapabilityRewriter.containsCapability(line)
     }
 
+    /// Compared byte by byte, ignoring ASCII case: upper-casing and hashing
+    /// each of the ~40 names after login cost ~400 instructions a name.
     func isRemoved(_ atom: String?) -> Bool {
-        guard let name = atom?.uppercased() else { return false }
-        return removedNames.contains(name) || removedPrefixes.contains { name.hasPrefix($0) }
+        guard let atom else { return false }
+        let name = atom.utf8
+        return removedNames.contains { CapabilityRewriter.matches(name, $0.utf8, wholeName: true) }
+            || removedPrefixes.contains { CapabilityRewriter.matches(name, $0.utf8, wholeName: false) }
+    }
+
+    /// Whether `name` is `upper` (or starts with it), ignoring ASCII case;
+    /// `upper` is upper-cased.
+    private static func matches(_ name: String.UTF8View, _ upper: String.UTF8View, wholeName: Bool) -> Bool {
+        guard wholeName ? name.count == upper.count : name.count >= upper.count else { return false }
+        return zip(name, upper).allSatisfy { ($0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0) == $1 }
     }
 
     private static let needle = Array("CAPABILITY".utf8)

@@ -173,8 +173,10 @@ extension ProxySession {
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
         var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
         upstreamCapabilities = capabilities
-        filters = configuration.filters.engine(user: user ?? "", groups: attempt.groups, clientAddress: clientAddressText,
-                                              upstreamCapabilities: capabilities, logger: logger).map(FilterStage.init)
+        if !configuration.filters.isEmpty {
+            filters = configuration.filters.engine(user: user ?? "", groups: attempt.groups, clientAddress: clientAddressText,
+                                                  upstreamCapabilities: capabilities, logger: logger).map(FilterStage.init)
+        }
         if let engine {
             offered = engine.capabilities(offered)
             if let delimiter { engine.learned(hierarchyDelimiter: delimiter) }
