@@ -1038,6 +1038,47 @@ def upstream_login_tests():
     check("F5/F6: an upstream that sends 10 MB without CRLF during login: NO [UNAVAILABLE] within 15 s, "
           "RSS grows < 8 MB", endless_line_at_login)
 
+    def flood_while_logging_in():
+        # The upstream holds the login; the client keeps sending. Reads stay on during
+        # a login (issue 14) but stop once 4 KiB wait: the flood must back up in the
+        # kernel, not in the proxy.
+        answer = threading.Event()
+
+        def hook(conn, tag, verb, line, session):
+            if verb in (b"LOGIN", b"AUTHENTICATE"):
+                answer.wait(20)
+                conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n")
+                return True
+            return False
+        with FakeUpstream(hook) as fake, \
+                proxy("flood-login", f'upstream: {{ address: "{fake.address}" }}\n'
+                                     f"timeouts: {{ upstream_login: 30s }}") as sluice:
+            sampler = RssSampler(sluice)
+            s = connect(sluice.port, timeout=20)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a1 LOGIN u p\r\n")
+            s.setblocking(False)
+            sent, deadline = 0, time.time() + 3
+            while time.time() < deadline and sent < 64 << 20:
+                try:
+                    sent += s.send(b"b NOOP\r\n" * 8192)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            growth = sampler.growth_mb()
+            answer.set()
+            s.setblocking(True)
+            s.settimeout(20)
+            data, matched, _ = collect(s, rb"(^|\r\n)a1 (OK|NO|BAD)[^\r\n]*\r\n", 15)
+            s.close()
+            sampler.stop()
+            print(f"    {sent / 1e6:.1f} MB sent while the login waited: proxy RSS +{growth:.1f} MB", flush=True)
+            assert matched and re.search(rb"(^|\r\n)a1 OK", data), data
+            assert sent < 32 << 20, f"the proxy took {sent} bytes while the login waited"
+            assert growth < 8, f"proxy memory grew by {growth:.1f} MB"
+            assert sluice.process.poll() is None
+    check("login read-ahead: a client flooding while its login waits upstream is stopped after a few KiB "
+          "(RSS grows < 8 MB); the login then completes", flood_while_logging_in)
+
 
 # ---------------------------------------------------------------------------
 # F3/S12: an absolute login deadline; connection limits.

@@ -235,11 +235,17 @@ final class ProxySession {
     /// high-water mark as relayed data), and the relay while the upstream
     /// does not read, while the client's bytes wait for the upstream's `+`,
     /// and while too many commands are in flight.
+    ///
+    /// While the login is under way (or its failure is being delayed) reads
+    /// stay on until `loginReadAhead` bytes wait in the buffer, unprocessed:
+    /// pausing and resuming them cost two `epoll_ctl` calls per login, and
+    /// clients rarely send more than a pipelined command or two then (issue 14).
     var mayReadFromClient: Bool {
         guard clientChannel.isWritable else { return false }
         switch phase.kind {
         case .preAuth: return preAuth.acceptsFrames || preAuth.isStartingTLS
-        case .connecting, .loggingIn, .loginFailed, .closed: return false
+        case .connecting, .loggingIn, .loginFailed: return clientBuffer.readableBytes < ProxySession.loginReadAhead
+        case .closed: return false
         case .relay: return relayTakesClientBytes && (upstreamChannel?.isWritable ?? false)
         }
     }
@@ -373,6 +379,9 @@ final class ProxySession {
     }
 
     static let unavailable = UnavailableReply.tagged
+
+    /// Client bytes read ahead while a login is under way (`mayReadFromClient`).
+    static let loginReadAhead = 4096
 
     func upstreamError(_ error: Error) {
         if !upstreamHandshakeDone, error is NIOSSLError || error is BoringSSLError {
