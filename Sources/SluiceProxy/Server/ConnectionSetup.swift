@@ -64,8 +64,7 @@ struct ConnectionSetup: Sendable {
         do {
             if let options = channel.syncOptions { try current.tuning.apply(to: options) }
             let id = sessions.nextID()
-            let session = ProxySession(id: id, configuration: current.configuration, security: listener.security,
-                                       tls: current.tls, router: current.router, penalty: penalty,
+            let session = ProxySession(id: id, settings: current, security: listener.security, penalty: penalty,
                                        clientChannel: channel, clientAddress: client, connectedAddress: connected,
                                        logger: logger, metrics: metrics, listener: listener.name)
             // TLS (implicit) reads the bytes first, then the session; after a PROXY reader, if any.

@@ -45,7 +45,7 @@ extension ProxySession {
             loginStarted = .now()
             phase = .loggingIn(nil)
             user = credentials.userName
-            logger[metadataKey: "imap.user"] = "\(credentials.userName)"
+            logFields.user = credentials.userName
             route(credentials)
         }
     }

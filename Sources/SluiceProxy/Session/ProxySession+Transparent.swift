@@ -46,11 +46,11 @@ extension ProxySession {
             loginAnswered(.ok, mechanism: mechanism)
             let known = name ?? "(unknown)"
             user = known
-            logger[metadataKey: "imap.user"] = "\(known)"
+            logFields.user = known
             logger.info("upstream login succeeded")
             loginCompleted()
             filters = configuration.filters.engine(user: known, groups: [], clientAddress: clientAddressText,
-                                                  upstreamCapabilities: upstreamCapabilities, logger: logger)
+                                                  upstreamCapabilities: [], logger: logger)
                 .map(FilterStage.init)
             startInactivityTimer(configuration.idleTimeout)
             return true

@@ -23,7 +23,7 @@ extension ProxySession {
         var rewritten = clientCredentials
         for rewrite in configuration.loginRewrites {
             guard let name = rewrite.apply(clientCredentials.userName) else { continue }
-            logger[metadataKey: "imap.upstream_user"] = "\(name)"
+            logFields.upstreamUser = name
             rewritten.user = Array(name.utf8)
             break
         }
@@ -62,12 +62,12 @@ extension ProxySession {
 
     func connectUpstream(route: Route, clientPassword: [UInt8], bearer: BearerMechanism? = nil) {
         let upstream = route.upstream
-        logger[metadataKey: "upstream.host"] = "\(HostPort(host: upstream.host, port: upstream.port))"
+        logFields.upstreamHost = HostPort(host: upstream.host, port: upstream.port).description
         if route.upstreamName != "\(upstream.host):\(upstream.port)" {
-            logger[metadataKey: "upstream.name"] = "\(route.upstreamName)"
+            logFields.upstreamName = route.upstreamName
         }
         if case .asUser(let name) = route.login, !name.isEmpty, name != user {
-            logger[metadataKey: "imap.upstream_user"] = "\(name)"
+            logFields.upstreamUser = name
         }
         // With filters, the proxy asks the delimiter itself before the relay starts.
         let learn = phase.kind == .loggingIn && configuration.filters.applies(to: user ?? "", groups: route.groups)
@@ -172,7 +172,6 @@ extension ProxySession {
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
         var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
-        upstreamCapabilities = capabilities
         if !configuration.filters.isEmpty {
             filters = configuration.filters.engine(user: user ?? "", groups: attempt.groups, clientAddress: clientAddressText,
                                                   upstreamCapabilities: capabilities, logger: logger).map(FilterStage.init)

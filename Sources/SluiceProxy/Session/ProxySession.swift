@@ -15,9 +15,12 @@ import NIOSSL
 /// slices it arrived in.
 final class ProxySession {
     let id: Int
-    let configuration: ProxyConfiguration
-    let tls: ProxyTLS
-    let router: any Router
+    /// The configuration, certificates and router the session started with.
+    let settings: ProxyServer.Settings
+    /// Read in place from `settings`, never copied (`_read` yields a borrow).
+    var configuration: ProxyConfiguration { _read { yield settings.configuration } }
+    var tls: ProxyTLS { settings.tls }
+    var router: any Router { settings.router }
     let penalty: LoginPenalty
     let clientChannel: Channel
     /// The client's address: the connection's peer, or the source a PROXY
@@ -26,7 +29,11 @@ final class ProxySession {
     let clientAddress: SocketAddress?
     /// The address the client connected to (the balancer's, after a PROXY header).
     let connectedAddress: SocketAddress?
-    var logger: Logger
+    /// The process's logger, without the session's fields.
+    private let baseLogger: Logger
+    var logFields: SessionLogFields
+    /// The logger with the session's fields (`SessionLogFields`), made per use.
+    var logger: Logger { logFields.logger(from: baseLogger) }
     var phase: SessionPhase = .preAuth
 
     var preAuth: PreAuthStateMachine
@@ -64,7 +71,6 @@ final class ProxySession {
     var swallowingUpstreamFrame = false
     /// The client's last command was IDLE: the next line must be DONE.
     var clientInIdle = false
-    var upstreamCapabilities: [String] = []
     /// Literals up to this size inside a filtered frame are collected; larger
     /// ones stream (a client command) or leave the frame unfiltered (a response).
     static let filterLiteralLimit = IMAPLimits.maxCollectedLiteralSize
@@ -120,19 +126,18 @@ final class ProxySession {
     /// The session's end was logged (once).
     var ended = false
 
-    init(id: Int, configuration: ProxyConfiguration, security: ProxyConfiguration.ListenerSecurity,
-         tls: ProxyTLS, router: any Router, penalty: LoginPenalty, clientChannel: Channel,
+    init(id: Int, settings: ProxyServer.Settings, security: ProxyConfiguration.ListenerSecurity,
+         penalty: LoginPenalty, clientChannel: Channel,
          clientAddress: SocketAddress?, connectedAddress: SocketAddress?, logger: Logger,
          metrics: ProxyMetrics, listener: String) {
+        let configuration = settings.configuration
         self.id = id
+        self.settings = settings
         self.metrics = metrics
         self.listenerMetrics = metrics.listener(listener)
         self.penalty = penalty
         self.relay = RelayStateMachine(maxCommandsInFlight: configuration.maxCommandsInFlight)
-        self.configuration = configuration
         self.connector = UpstreamConnector(configuration)
-        self.tls = tls
-        self.router = router
         self.clientUsesTLS = security == .implicit
         var rewriter = CapabilityRewriter()
         if configuration.mode == .transparent { rewriter.removedNames.formUnion(["STARTTLS", "LOGINDISABLED"]) }
@@ -144,8 +149,8 @@ final class ProxySession {
         self.clientAddress = clientAddress
         self.connectedAddress = connectedAddress
         self.inactivity = InactivityClock(limit: configuration.preAuthTimeout, now: .now())
-        self.logger = logger
-        self.logger[metadataKey: "imap.session.id"] = "\(id)"
+        self.baseLogger = logger
+        self.logFields = SessionLogFields(sessionID: id)
         preAuth = PreAuthStateMachine(security: security, greeting: configuration.greeting,
                                       maxBadCommands: configuration.maxBadCommands,
                                       mechanisms: configuration.authMechanisms)
@@ -167,7 +172,7 @@ final class ProxySession {
         loginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.loginTimeout) {
             bound.value.loginDeadlinePassed()
         }
-        if let address = clientAddressText { logger[metadataKey: "client.address"] = "\(address)" }
+        logFields.clientAddress = clientAddressText
         logger.info("session started")
         if configuration.mode == .transparent, let upstream = configuration.staticUpstream {
             phase = .connecting

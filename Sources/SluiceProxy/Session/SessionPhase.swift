@@ -12,7 +12,9 @@ enum SessionPhase {
     /// Before login: the proxy answers the client itself (`PreAuthStateMachine`).
     case preAuth
     /// The client's login is being routed (`nil`), then carried out upstream.
-    case loggingIn(UpstreamLoginAttempt?)
+    /// Boxed: the attempt is ~240 bytes, which every session would otherwise
+    /// carry inline for its whole life (issue 14, idle memory).
+    indirect case loggingIn(UpstreamLoginAttempt?)
     /// The login failed; its answer waits out the failure delay.
     case loginFailed
     /// The authenticated relay (or, in transparent mode, the whole session).
