@@ -21,9 +21,10 @@ import SluiceProxy
 ///
 /// A service that is down, slower than the timeout, or answers anything
 /// else fails the route: the client gets `NO [UNAVAILABLE]`, never a login.
-/// Requests go through AsyncHTTPClient's shared client, on the proxy's own
-/// event-loop group (NIO's singleton), with connections to the service
-/// reused; the answer is read on the session's event loop.
+/// Requests to an `http://` service go out on the session's own event loop
+/// over kept-alive connections (`AuthServiceClient`); an `https://` service
+/// is asked through AsyncHTTPClient's shared client, on the same event-loop
+/// group. Either way the answer is read on the session's event loop.
 public final class HTTPAuthRouter: Router {
     public struct Settings: Sendable {
         public var url: String
@@ -53,7 +54,16 @@ public final class HTTPAuthRouter: Router {
     }
 
     public let settings: Settings
-    private let client: HTTPClient
+    /// The client an embedding program gave; otherwise `sharedClient`,
+    /// touched only when an `https://` service is first asked: creating it
+    /// starts NIO's singleton event-loop group, which must not happen before
+    /// `sluice run` has set the group's thread count (`threads:`; with
+    /// `routing.http` the process stopped at start-up).
+    private let givenClient: HTTPClient?
+    private var client: HTTPClient { givenClient ?? HTTPAuthRouter.sharedClient }
+    /// For an `http://` service: requests on the sessions' own event loops
+    /// (`AuthServiceClient`); `nil` for `https://`, which AsyncHTTPClient serves.
+    private let loopClient: AuthServiceClient?
     /// Made when used: the router is built while the configuration loads,
     /// before the logging system is set up.
     private var logger: Logger { Logger(label: "sluice") }
@@ -86,23 +96,38 @@ public final class HTTPAuthRouter: Router {
     }()
 
     /// Checks the URL now, so that a configuration with a bad one does not load.
-    public init(settings: Settings, client: HTTPClient = HTTPAuthRouter.sharedClient) throws {
-        _ = try HTTPClient.Request(url: settings.url, method: .GET)
+    public init(settings: Settings, client: HTTPClient? = nil) throws {
+        let parsed = try HTTPClient.Request(url: settings.url, method: .GET)
         self.settings = settings
-        self.client = client
+        self.givenClient = client
+        if parsed.scheme.lowercased() == "http" {
+            let query = parsed.url.query.map { "?" + $0 } ?? ""
+            let path = parsed.url.path.isEmpty ? "/" : parsed.url.path
+            loopClient = AuthServiceClient(target: .init(
+                host: parsed.host, port: parsed.port, requestTarget: path + query,
+                hostHeader: parsed.port == 80 ? parsed.host : "\(parsed.host):\(parsed.port)"))
+        } else {
+            loopClient = nil
+        }
     }
 
     public func route(_ request: RouteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<RouteDecision> {
-        let httpRequest: HTTPClient.Request
-        do {
-            httpRequest = try HTTPClient.Request(url: settings.url, method: .GET, headers: requestHeaders(request))
-        } catch {
-            return eventLoop.makeFailedFuture(error)
+        let answer: EventLoopFuture<HTTPResponseHead>
+        if let loopClient {
+            answer = loopClient.get(headers: requestHeaders(request), on: eventLoop, deadline: .now() + settings.timeout)
+        } else {
+            let httpRequest: HTTPClient.Request
+            do {
+                httpRequest = try HTTPClient.Request(url: settings.url, method: .GET, headers: requestHeaders(request))
+            } catch {
+                return eventLoop.makeFailedFuture(error)
+            }
+            answer = client.execute(request: httpRequest, delegate: HeadOnly(), eventLoop: .delegateAndChannel(on: eventLoop),
+                                    deadline: .now() + settings.timeout).futureResult
+                .hop(to: eventLoop)
         }
         let logger = self.logger
-        return client.execute(request: httpRequest, delegate: HeadOnly(), eventLoop: .delegateAndChannel(on: eventLoop),
-                              deadline: .now() + settings.timeout).futureResult
-            .hop(to: eventLoop)
+        return answer
             .flatMapThrowing { head in try self.decision(head, request: request) }
             .flatMap { decision, wait in
                 guard let wait, wait > .zero else { return eventLoop.makeSucceededFuture(decision) }

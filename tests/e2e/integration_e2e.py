@@ -357,6 +357,53 @@ class AuthService(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class RawAuthService:
+    """An HTTP/1.1 auth service on a raw socket that counts its connections and the request
+    targets; with `answers_per_connection` set, it closes a connection unanswered once that
+    many requests on it were answered."""
+
+    ANSWER = "HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 127.0.0.1\r\nAuth-Port: {}\r\nContent-Length: 0\r\n\r\n"
+
+    def __init__(self):
+        self.connections = 0
+        self.targets = []
+        self.answers_per_connection = None
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        answered, data = 0, b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                request, data = data.split(b"\r\n\r\n", 1)
+                if self.answers_per_connection is not None and answered >= self.answers_per_connection:
+                    return  # dropped unanswered
+                self.targets.append(request.split(b" ")[1].decode())
+                conn.sendall(self.ANSWER.format(PORT).encode())
+                answered += 1
+
+    def stop(self):
+        self.listener.close()
+
+
 def auth_service_tests():
     service_port = free_port()
     server = http.server.ThreadingHTTPServer((HOST, service_port), AuthService)
@@ -504,6 +551,7 @@ rules:
             check("auth service: a route back to the proxy itself ends after five hops (x-proxy-ttl) with "
                   "NO [UNAVAILABLE], not a connection storm", loop)
 
+
         server.shutdown()
         server.server_close()
         with Sluice(config=path, port=port):
@@ -516,6 +564,42 @@ rules:
             check("auth service: a service that is down gives NO [UNAVAILABLE]", down)
     finally:
         server.shutdown()
+
+
+def auth_service_connection_tests():
+    """The auth service's connections: kept alive and reused, and retried once when dropped."""
+    raw = RawAuthService()
+    port = free_port()
+    path = write(os.path.join(WORK, "auth-raw.yaml"), f"""
+threads: 1
+listeners: [{{ address: "{HOST}:{port}" }}]
+routing: {{ http: {{ url: "http://{HOST}:{raw.port}/auth?from=sluice", timeout: 2s }} }}
+""")
+    try:
+        with Sluice(config=path, port=port):
+            def reused():
+                raw.connections, raw.answers_per_connection = 0, None
+                for _ in range(5):
+                    sock, reply = login(port)
+                    assert b"a OK" in reply, reply
+                    sock.close()
+                assert raw.connections == 1, f"{raw.connections} connections for 5 logins on one event loop"
+                assert raw.targets == ["/auth?from=sluice"] * 5, raw.targets
+            check("auth service: logins on one event loop share one kept-alive connection to the service", reused)
+
+            def stale():
+                # The service answers one request per connection and drops the next one unanswered
+                # (a kept-alive connection it closed meanwhile): the login is asked again, once, anew.
+                raw.connections, raw.answers_per_connection = 0, 1
+                for _ in range(3):
+                    sock, reply = login(port)
+                    assert b"a OK" in reply, reply
+                    sock.close()
+                assert raw.connections >= 3, raw.connections
+            check("auth service: a kept-alive connection that the service dropped is retried once on a new one",
+                  stale)
+    finally:
+        raw.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -688,6 +772,7 @@ def main():
     os.makedirs(WORK, exist_ok=True)
     reuse_port_tests()
     auth_service_tests()
+    auth_service_connection_tests()
     oauth_tests()
     proxy_protocol_tests()
     haproxy_scale_out_tests()
