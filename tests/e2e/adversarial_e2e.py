@@ -798,6 +798,39 @@ def non_reading_client_tests():
                 assert_serving(sluice)
         check(f"S3: {name} flood (40 MB, never read): proxy RSS grows < 32 MB", test)
 
+    def many_small_answers():
+        # 20 connections that never read, each flooding NOOPs before login: the answers
+        # are small, and written one by one their bookkeeping held ~2 MB per connection
+        # under the write high-water mark (red team 8 #1).
+        with rules_proxy() as sluice:
+            sampler = RssSampler(sluice)
+            sockets = []
+            for _ in range(20):
+                s = connect(sluice.port, rcvbuf=4096)
+                read_until(s, rb"\r\n")
+                s.setblocking(False)
+                sockets.append(s)
+            chunk = b"n NOOP\r\n" * 8192
+            deadline = time.time() + 8
+            while time.time() < deadline:
+                progress = False
+                for s in sockets:
+                    try:
+                        s.send(chunk)
+                        progress = True
+                    except (BlockingIOError, OSError):
+                        pass
+                if not progress:
+                    time.sleep(0.05)
+            time.sleep(1.0)
+            growth = sampler.stop()
+            for s in sockets:
+                s.close()
+            print(f"    20 non-reading connections flooding NOOP before login: proxy RSS +{growth:.1f} MB", flush=True)
+            assert growth < 20, f"proxy memory grew by {growth:.1f} MB (more than 1 MB per connection)"
+            assert_serving(sluice)
+    check("before login: 20 non-reading connections flooding NOOP hold < 1 MB each", many_small_answers)
+
 
 # ---------------------------------------------------------------------------
 # F7/S11: garbage from the upstream after login.
@@ -1039,9 +1072,8 @@ def upstream_login_tests():
           "RSS grows < 8 MB", endless_line_at_login)
 
     def flood_while_logging_in():
-        # The upstream holds the login; the client keeps sending. Reads stay on during
-        # a login (issue 14) but stop once 4 KiB wait: the flood must back up in the
-        # kernel, not in the proxy.
+        # The upstream holds the login; the client keeps sending. The proxy reads
+        # nothing while a login is under way: the flood must back up in the kernel.
         answer = threading.Event()
 
         def hook(conn, tag, verb, line, session):
@@ -1076,8 +1108,42 @@ def upstream_login_tests():
             assert sent < 32 << 20, f"the proxy took {sent} bytes while the login waited"
             assert growth < 8, f"proxy memory grew by {growth:.1f} MB"
             assert sluice.process.poll() is None
-    check("login read-ahead: a client flooding while its login waits upstream is stopped after a few KiB "
-          "(RSS grows < 8 MB); the login then completes", flood_while_logging_in)
+    check("a client flooding while its login waits upstream is not read (RSS grows < 8 MB); "
+          "the login then completes", flood_while_logging_in)
+
+    def framing_error_behind_login():
+        # Bytes pipelined behind LOGIN that do not frame get the same answer as after
+        # login (red team 8 #3: the session closed without a word).
+        with FakeUpstream() as fake, proxy("behind-login", f'upstream: {{ address: "{fake.address}" }}') as sluice:
+            s = connect(sluice.port, timeout=20)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice pw\r\nb NOOP\x00\r\n")
+            data = read_to_eof(s, 1 << 16)
+            s.close()
+            assert re.search(rb"(^|\r\n)a OK", data), data
+            assert re.search(rb"\r\nb BAD [^\r\n]*NUL", data) and b"* BYE" in data, data
+            assert "reason.kind=client_framing_error" in sluice.log_text(), sluice.log_text()[-1500:]
+    check("a framing error pipelined behind LOGIN gets BAD and BYE after the login's OK", framing_error_behind_login)
+
+    def log_line_separators():
+        # A user name with U+0085 (NEL), U+2028, DEL and a backslash: one log line, the value quoted and escaped.
+        with FakeUpstream() as fake, proxy("log-escape", f'upstream: {{ address: "{fake.address}" }}') as sluice:
+            s = connect(sluice.port, timeout=20)
+            read_until(s, rb"\r\n")
+            name = "a\u0085imap.user=root\u2028b\x7fc\\d".encode()
+            s.sendall(b"a LOGIN {%d+}\r\n" % len(name) + name + b" pw\r\n")
+            read_until(s, rb"(^|\r\n)a (OK|NO|BAD)[^\r\n]*\r\n")
+            s.sendall(b"z LOGOUT\r\n")
+            read_to_eof(s, 1 << 16)
+            s.close()
+            time.sleep(0.3)
+            text = sluice.log_text()
+            lines = [line for line in text.split("\n") if "imap.user=" in line]
+            assert lines, text[-1500:]
+            assert all(len(line.splitlines()) == 1 for line in lines), lines  # splitlines() splits on NEL and U+2028
+            assert 'imap.user="a\\u0085imap.user=root\\u2028b\\x7fc\\\\d"' in text, lines[-1]
+    check("log values: C1 controls, U+2028, DEL and backslashes are escaped inside quotes (no forged lines or fields)",
+          log_line_separators)
 
 
 # ---------------------------------------------------------------------------

@@ -187,15 +187,14 @@ extension ProxySession {
         upstreamDecoder.framer.limits = configuration.serverLimits
         upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
         startInactivityTimer(configuration.idleTimeout)
-        // Bytes that arrived behind the login on either side now relay.
-        do {
-            try relayFromUpstream()
-            try relayFromClient()
-        } catch {
-            record.endReason = .clientError("framing error after login: \(error)")
-            closeBoth()
-            return
-        }
+        // Bytes that arrived behind the login on either side now relay: the
+        // client's here, through processClient, so that a framing error in
+        // them is answered with BAD and BYE like one sent later (red team 8
+        // #3: they closed the session silently); the server's when this
+        // returns to processUpstreamLogin, which relays them and handles
+        // their errors as the upstream's.
+        processClient()
+        guard phase.kind == .relay else { return }
         clientChannel.flush()
         upstreamChannel?.flush()
         resumeReads()
@@ -216,7 +215,7 @@ extension ProxySession {
         upstreamDecoder = ProxySession.upstreamLoginDecoder()
         let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
         // The upstream's own NO [UNAVAILABLE] (Dovecot: a temporary authentication failure) too.
-        let unavailable = response == ProxySession.unavailable || response.uppercased().contains("[UNAVAILABLE]")
+        let unavailable = response == ProxySession.unavailable || response.uppercased().hasPrefix("NO [UNAVAILABLE]")
         let delay = penalty.failed(ip: LoginPenalty.key(for: clientAddress), unavailable: unavailable)
         clientChannel.eventLoop.scheduleTask(in: delay) {
             let session = bound.value
