@@ -21,32 +21,53 @@ struct LogLine {
         bytes.append(byte)
     }
 
-    /// `value` as is, or quoted (logfmt) when it holds a space, `=`, `"` or
-    /// a control character, so that `reason="client closed the connection"`
-    /// stays one field.
+    /// `value` as is, or quoted (logfmt) when it holds a space, `=`, `"`, a
+    /// backslash or a control character, so that `reason="client closed the
+    /// connection"` stays one field and no value reads as another field or
+    /// line. Control characters are escaped: C0, DEL, and the C1 controls
+    /// and U+2028/U+2029, which some readers take as line ends (red team 8:
+    /// a user name with U+0085 made a second line for them).
     mutating func appendLogfmt(_ value: String) {
         let utf8 = value.utf8
-        guard value.isEmpty || utf8.contains(where: { $0 == 0x20 || $0 == 0x3D || $0 == 0x22 || $0 < 0x20 }) else {
+        let asciiOnly = utf8.allSatisfy { $0 < 0x80 }
+        guard value.isEmpty || utf8.contains(where: LogLine.needsQuoting)
+                || (!asciiOnly && value.unicodeScalars.contains(where: LogLine.isWideControl)) else {
             bytes.append(contentsOf: utf8)
             return
         }
         bytes.append(UInt8(ascii: "\""))
-        for byte in utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): append("\\\"")
-            case UInt8(ascii: "\\"): append("\\\\")
-            case UInt8(ascii: "\n"): append("\\n")
-            case UInt8(ascii: "\r"): append("\\r")
-            case UInt8(ascii: "\t"): append("\\t")
-            case ..<0x20:
-                append("\\x")
-                bytes.append(LogLine.hexDigits[Int(byte >> 4)])
-                bytes.append(LogLine.hexDigits[Int(byte & 0xF)])
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": append("\\\"")
+            case "\\": append("\\\\")
+            case "\n": append("\\n")
+            case "\r": append("\\r")
+            case "\t": append("\\t")
             default:
-                bytes.append(byte)
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    append("\\x")
+                    bytes.append(LogLine.hexDigits[Int(scalar.value >> 4)])
+                    bytes.append(LogLine.hexDigits[Int(scalar.value & 0xF)])
+                } else if LogLine.isWideControl(scalar) {
+                    append("\\u")
+                    for shift in stride(from: 12, through: 0, by: -4) {
+                        bytes.append(LogLine.hexDigits[Int((scalar.value >> UInt32(shift)) & 0xF)])
+                    }
+                } else {
+                    bytes.append(contentsOf: String(scalar).utf8)
+                }
             }
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    private static func needsQuoting(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x3D || byte == 0x22 || byte == 0x5C || byte < 0x20 || byte == 0x7F
+    }
+
+    /// C1 controls (U+0080–U+009F) and the line and paragraph separators.
+    private static func isWideControl(_ scalar: Unicode.Scalar) -> Bool {
+        (0x80...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
     }
 
     private static let hexDigits = Array("0123456789abcdef".utf8)
