@@ -171,7 +171,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SluiceProxyTests",
-            dependencies: ["SluiceProxy", "SluiceConfig", "SluiceFilters", "ExampleFilters", "IMAPWire", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SluiceProxy", "SluiceConfig", "SluiceAuthHTTP", "SluiceFilters", "ExampleFilters", "IMAPWire",
+                           .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SluiceFiltersTests",

@@ -101,10 +101,8 @@ public final class HTTPAuthRouter: Router {
         self.settings = settings
         self.givenClient = client
         if parsed.scheme.lowercased() == "http" {
-            let query = parsed.url.query.map { "?" + $0 } ?? ""
-            let path = parsed.url.path.isEmpty ? "/" : parsed.url.path
             loopClient = AuthServiceClient(target: .init(
-                host: parsed.host, port: parsed.port, requestTarget: path + query,
+                host: parsed.host, port: parsed.port, requestTarget: HTTPAuthRouter.requestTarget(of: settings.url),
                 hostHeader: parsed.port == 80 ? parsed.host : "\(parsed.host):\(parsed.port)"))
         } else {
             loopClient = nil
@@ -140,6 +138,20 @@ public final class HTTPAuthRouter: Router {
     }
 
     // MARK: - The request
+
+    /// The path and query of `url` as written (percent-escapes kept), `/`
+    /// when it has none; the fragment is not sent.
+    static func requestTarget(of url: String) -> String {
+        let bytes = Array(url.utf8)
+        guard let colon = bytes.indices.first(where: { bytes[$0...].starts(with: Array("://".utf8)) }) else { return "/" }
+        var start = colon + 3
+        while start < bytes.count, !"/?#".utf8.contains(bytes[start]) { start += 1 }  // the authority
+        var end = start
+        while end < bytes.count, bytes[end] != UInt8(ascii: "#") { end += 1 }
+        let target = String(decoding: bytes[start..<end], as: UTF8.self)
+        if target.isEmpty { return "/" }
+        return target.hasPrefix("?") ? "/" + target : target
+    }
 
     /// nginx's headers, in nginx's order.
     func requestHeaders(_ request: RouteRequest) -> HTTPHeaders {
