@@ -126,6 +126,15 @@ class Sluice:
         with open(self.log.name) as f:
             return f.read()
 
+    def wait_for_log(self, text, timeout=10):
+        """The log once it holds TEXT. A session's last lines are written after its
+        sockets close, so a test that has just seen EOF must wait for them."""
+        deadline = time.time() + timeout
+        while text not in (log := self.log_text()):
+            assert time.time() < deadline, f"not logged: {text!r}\n{log[-1500:]}"
+            time.sleep(0.05)
+        return log
+
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -455,9 +464,10 @@ def client_limit_tests():
         def long_line_during_fetch():
             s = logged_in(slow=True)
             s.sendall(b"c FETCH * BODY.PEEK[]\r\n")
-            time.sleep(0.5)  # the FETCH is under way, held back by the slow reader
+            # The FETCH is under way (its literal has begun), held back by the slow reader.
+            start = read_until(s, rb" FETCH \(BODY\[\] \{", limit=30)
             s.sendall(b"d NOOP " + b"x" * 5000 + b"\r\n")
-            data = read_to_end(s)
+            data = start + read_to_end(s)
             head, _, rest = data.partition(b" FETCH (BODY[] {")
             size = int(rest[:rest.index(b"}")])
             body = rest[rest.index(b"}\r\n") + 3:]
@@ -1117,7 +1127,7 @@ def rules_tests():
     def audit_lines():
         import json
         # Lines are written off the event loop: wait (briefly) for the last ones.
-        deadline = time.time() + 5
+        deadline = time.time() + 10
         while True:
             lines = [json.loads(line) for line in open(audit)]
             deletes = [line for line in lines if line["command"] == "DELETE" and line["user"] == "alice"]
@@ -1143,7 +1153,7 @@ def rules_tests():
                        f'rules:\n  - audit: {{ commands: [NOOP], file: "{path}" }}\n')
 
         def wait_lines(name, count):
-            deadline = time.time() + 5
+            deadline = time.time() + 10
             while time.time() < deadline:
                 if os.path.exists(name) and len(open(name).read().splitlines()) >= count:
                     return open(name).read().splitlines()
@@ -1155,7 +1165,7 @@ def rules_tests():
             wait_lines(path, 1)
             os.rename(path, path + ".1")
             sluice.process.send_signal(signal.SIGHUP)
-            deadline = time.time() + 5
+            deadline = time.time() + 10
             while "configuration reloaded" not in sluice.log_text():
                 assert time.time() < deadline, "no reload after SIGHUP"
                 time.sleep(0.1)
