@@ -14,7 +14,8 @@ struct LogLine {
     }
 
     mutating func append(_ text: String) {
-        bytes.append(contentsOf: text.utf8)
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
     mutating func append(_ byte: UInt8) {
@@ -28,11 +29,18 @@ struct LogLine {
     /// and U+2028/U+2029, which some readers take as line ends (red team 8:
     /// a user name with U+0085 made a second line for them).
     mutating func appendLogfmt(_ value: String) {
-        let utf8 = value.utf8
-        let asciiOnly = utf8.allSatisfy { $0 < 0x80 }
-        guard value.isEmpty || utf8.contains(where: LogLine.needsQuoting)
-                || (!asciiOnly && value.unicodeScalars.contains(where: LogLine.isWideControl)) else {
+        // One pass over the UTF-8 for the common value (printable ASCII, no
+        // space, `=`, quote or backslash), copied as it is.
+        var value = value
+        let plain = value.withUTF8 { utf8 in
+            guard !utf8.isEmpty, !utf8.contains(where: { $0 >= 0x80 || LogLine.needsQuoting($0) }) else { return false }
             bytes.append(contentsOf: utf8)
+            return true
+        }
+        if plain { return }
+        guard value.isEmpty || value.utf8.contains(where: LogLine.needsQuoting)
+                || value.unicodeScalars.contains(where: LogLine.isWideControl) else {
+            bytes.append(contentsOf: value.utf8)
             return
         }
         bytes.append(UInt8(ascii: "\""))
