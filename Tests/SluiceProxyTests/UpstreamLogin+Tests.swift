@@ -84,6 +84,24 @@ struct UpstreamLoginTests {
         #expect(sent(plain.last) == "sluice1 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")
     }
 
+    @Test("during the login, other tags and untagged data pass unparsed; an untagged CAPABILITY, any case, is taken")
+    func passesOverWhatItDoesNotWait() throws {
+        var machine = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false)
+        _ = try receive("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n", &machine)
+        let answers = try receive("* ID (\"name\" \"Dovecot\")\r\n* OK [ALERT] CAPABILITY soon\r\n* 3 EXISTS\r\n"
+                                  + "other OK [CAPABILITY WRONG] not ours\r\n* capability IMAP4rev1 Move\r\n"
+                                  + "sluice1 OK Logged in\r\n", &machine)
+        #expect(sent(answers.last) == "sluice2 CAPABILITY\r\n")
+        let capability = try receive("* 1 EXISTS\r\n* CAPABILITY IMAP4rev1 IDLE\r\nsluice1 OK stale tag\r\n"
+                                     + "sluice2 OK Capability completed\r\n", &machine)
+        guard case .succeeded(let capabilities, _)? = capability.last else {
+            Issue.record("not logged in: \(capability)")
+            return
+        }
+        #expect(capabilities == ["IMAP4rev1", "IDLE"])
+        #expect(capability.dropLast().allSatisfy { if case .none = $0 { true } else { false } })
+    }
+
     @Test("the client's own ID fields go first; x- fields, oversized, non-ASCII and surplus fields stay behind")
     func forwardsClientID() throws {
         typealias Field = IDParameters.Field
