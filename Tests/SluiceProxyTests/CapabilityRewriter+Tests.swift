@@ -1,3 +1,5 @@
+import IMAPWire
+import NIOCore
 import Testing
 @testable import SluiceProxy
 
@@ -6,7 +8,7 @@ struct CapabilityRewriterTests {
     @Test("names and prefixes removed whatever their case; near misses kept")
     func removal() {
         var rewriter = CapabilityRewriter()
-        rewriter.removedNames.insert("STARTTLS")
+        rewriter.removedNames.append("STARTTLS")
         for removed in ["UNAUTHENTICATE", "unauthenticate", "Compress=DEFLATE", "COMPRESS=", "starttls"] {
             #expect(rewriter.isRemoved(removed), "\(removed)")
         }
@@ -14,5 +16,24 @@ struct CapabilityRewriterTests {
             #expect(!rewriter.isRemoved(kept), "\(kept)")
         }
         #expect(!rewriter.isRemoved(nil))
+    }
+
+    @Test("message data is looked at by its name only; status lines and CAPABILITY data anywhere")
+    func mayRewrite() {
+        let rewriter = CapabilityRewriter()
+        let may = { (kind: FrameKind, line: String) in rewriter.mayRewrite(kind: kind, line: ByteBuffer(string: line)) }
+        #expect(!may(.untaggedResponse, "* 5 FETCH (FLAGS (\\Seen) X-CAPABILITY 1)\r\n"))
+        #expect(!may(.untaggedResponse, "* 12 EXISTS\r\n"))
+        #expect(may(.untaggedResponse, "* 5 capability COMPRESS=DEFLATE\r\n"))
+        #expect(may(.untaggedResponse, "* 12  CAPABILITY IMAP4rev1\r\n"))
+        #expect(may(.untaggedResponse, "* 7\tCAPABILITY\r\n"))  // not a plain space: the parser decides
+        #expect(may(.untaggedResponse, "* OK [CAPABILITY IMAP4rev1] hi\r\n"))
+        #expect(may(.untaggedResponse, "* Capability IMAP4rev1\r\n"))
+        #expect(may(.taggedResponse, "a1 OK [capability IMAP4rev1 COMPRESS=DEFLATE] Logged in\r\n"))
+        #expect(!may(.taggedResponse, "a1 OK done\r\n"))
+        #expect(!may(.continuationRequest, "+ CAPABILITY\r\n"))
+        // What the filter lets through is still rewritten.
+        let rewritten = rewriter.rewrite(kind: .untaggedResponse, line: ByteBuffer(string: "* 5 CAPABILITY IMAP4rev1 COMPRESS=DEFLATE\r\n"))
+        #expect(rewritten.map { !String(buffer: $0).uppercased().contains("COMPRESS") } == true)
     }
 }

@@ -22,6 +22,8 @@ public protocol Filter: Sendable {
     /// Changes the capability list the client sees: in the greeting and
     /// CAPABILITY before login (`authenticated == false`, no user known),
     /// in the login reply, and in every CAPABILITY response or code after.
+    /// Before login the result must depend on the configuration only: the
+    /// greeting is made once per configuration (issue 14).
     func rewrite(capabilities: inout [String], authenticated: Bool)
 }
 

@@ -19,12 +19,30 @@ public final class ProxyServer: Sendable {
         let tls: ProxyTLS
         let router: any Router
         let tuning: ChannelTuning
+        /// The greeting of each kind of listener, made once per configuration:
+        /// a session made it from its capability names each time (~11,000
+        /// instructions a connection, issue 14).
+        private let greetings: [ProxyConfiguration.ListenerSecurity: ByteBuffer]
+        /// What every session removes from capability lists (per session,
+        /// it was a set and an array allocated per connection).
+        let capabilityRewriter: CapabilityRewriter
 
         init(configuration: ProxyConfiguration, tls: ProxyTLS, router: any Router, tuning: ChannelTuning) {
             self.configuration = configuration
             self.tls = tls
             self.router = router
             self.tuning = tuning
+            var greetings: [ProxyConfiguration.ListenerSecurity: ByteBuffer] = [:]
+            for security in ProxyConfiguration.ListenerSecurity.allCases {
+                greetings[security] = ByteBuffer(string: PreAuthStateMachine(security: security, configuration: configuration).greeting())
+            }
+            self.greetings = greetings
+            capabilityRewriter = CapabilityRewriter(mode: configuration.mode)
+        }
+
+        /// What a new connection on a `security` listener is greeted with.
+        func greeting(for security: ProxyConfiguration.ListenerSecurity) -> ByteBuffer {
+            greetings[security] ?? ByteBuffer(string: PreAuthStateMachine(security: security, configuration: configuration).greeting())
         }
     }
 

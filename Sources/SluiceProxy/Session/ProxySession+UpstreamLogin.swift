@@ -171,7 +171,9 @@ extension ProxySession {
         phase = .relay
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
-        var offered = capabilities.filter { !capabilityRewriter.isRemoved($0) }
+        var offered: [String] = []
+        offered.reserveCapacity(capabilities.count)
+        for name in capabilities where !capabilityRewriter.isRemoved(name) { offered.append(name) }
         if !configuration.filters.isEmpty {
             filters = configuration.filters.engine(user: user ?? "", groups: attempt.groups, clientAddress: clientAddressText,
                                                   upstreamCapabilities: capabilities, logger: logger).map(FilterStage.init)

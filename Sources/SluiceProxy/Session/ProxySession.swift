@@ -57,7 +57,7 @@ final class ProxySession {
     private(set) var clientReadPending = false
     private(set) var upstreamReadPending = false
 
-    let capabilityRewriter: CapabilityRewriter
+    var capabilityRewriter: CapabilityRewriter { settings.capabilityRewriter }
     /// The rules' state for this user; `nil` when no rule applies.
     var filters: FilterStage?
     /// The rules' filter chains, when some rule applies.
@@ -139,9 +139,6 @@ final class ProxySession {
         self.relay = RelayStateMachine(maxCommandsInFlight: configuration.maxCommandsInFlight)
         self.connector = UpstreamConnector(configuration)
         self.clientUsesTLS = security == .implicit
-        var rewriter = CapabilityRewriter()
-        if configuration.mode == .transparent { rewriter.removedNames.formUnion(["STARTTLS", "LOGINDISABLED"]) }
-        self.capabilityRewriter = rewriter
         if configuration.mode == .transparent {
             transparentLogin = TransparentLoginObserver(rulesConfigured: !configuration.filters.isEmpty)
         }
@@ -151,13 +148,7 @@ final class ProxySession {
         self.inactivity = InactivityClock(limit: configuration.preAuthTimeout, now: .now())
         self.baseLogger = logger
         self.logFields = SessionLogFields(sessionID: id)
-        preAuth = PreAuthStateMachine(security: security, greeting: configuration.greeting,
-                                      maxBadCommands: configuration.maxBadCommands,
-                                      mechanisms: configuration.authMechanisms)
-        if !configuration.filters.isEmpty {
-            let filters = configuration.filters
-            preAuth.rewriteCapabilities = { filters.preAuthCapabilities($0) }
-        }
+        preAuth = PreAuthStateMachine(security: security, configuration: configuration)
         clientDecoder = IMAPFrameDecoder(peer: .client, limits: ProxySession.preAuthLimits,
                                          literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
     }
@@ -187,7 +178,7 @@ final class ProxySession {
             }
             return
         }
-        writeToClient(preAuth.greeting(), flush: true)
+        clientChannel.writeAndFlush(settings.greeting(for: preAuth.security), promise: nil)
     }
 
     func clientRead(_ data: ByteBuffer) {
