@@ -21,8 +21,10 @@ struct ChannelTuning: Sendable {
     /// logged) and, in its initializer, an outgoing one: set directly, not as
     /// bootstrap options, which NIO applies through a chain of futures
     /// (~37,000 instructions per upstream connection, callgrind, issue 14).
+    /// `TCP_NODELAY` is not among them: an accepted socket inherits it from
+    /// the listening one, and the upstream's bootstrap sets it (a system
+    /// call and ~4,000 instructions each, per login).
     func apply(to options: NIOSynchronousChannelOptions) throws {
-        try options.setOption(.tcpOption(.tcp_nodelay), value: 1)
         try options.setOption(.recvAllocator, value: ChannelTuning.receiveAllocator)
         try options.setOption(.writeBufferWaterMark, value: writeBufferWaterMark)
     }
