@@ -365,6 +365,22 @@ def main():
             _assert("open-file limit raised" in sluice.log_text(), "no log line for the raised limit")
         check("the open-file soft limit is raised to the hard limit at start", raises_open_file_limit)
 
+    with Sluice() as sluice:
+        def nodelay_both_sides():
+            # The option is set on the listening socket only (accepted ones inherit it) and by the
+            # upstream's bootstrap: read back from the proxy's own sockets of a logged-in session.
+            s = socket.create_connection((HOST, sluice.port), timeout=10)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice secret-alice\r\n")
+            _assert(b"a OK" in read_until(s, rb"a (OK|NO|BAD)[^\r\n]*\r\n"))
+            options = tcp_nodelay_of(sluice.process.pid)
+            s.close()
+            client_side = [value for (local, peer), value in options.items() if peer and local[1] == sluice.port]
+            upstream_side = [value for (local, peer), value in options.items() if peer and peer[1] == PORT]
+            _assert(client_side == [1] and upstream_side == [1], f"TCP_NODELAY per connection: {options}")
+        check("TCP_NODELAY on the client's connection (inherited from the listener) and the upstream's",
+              nodelay_both_sides)
+
     with Sluice(upstream=f"{HOST}:{free_port()}") as sluice:
         check("upstream down gives NO [UNAVAILABLE]",
               lambda: _assert(b"a NO [UNAVAILABLE]" in login_reply(sluice, "alice", "secret-alice")))
@@ -387,6 +403,38 @@ def main():
 
     print(f"{results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
+
+
+def tcp_nodelay_of(pid):
+    """{(local address, peer address or None): TCP_NODELAY} of process PID's TCP sockets,
+    read through duplicates of its descriptors (pidfd_getfd, Linux 5.6; needs root)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    options = {}
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)  # SYS_pidfd_getfd
+            if fd < 0:
+                raise AssertionError(f"pidfd_getfd failed: errno {ctypes.get_errno()}")
+            sock = socket.socket(fileno=fd)
+            try:
+                if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
+                    try:
+                        peer = sock.getpeername()
+                    except OSError:
+                        peer = None
+                    options[(sock.getsockname(), peer)] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            finally:
+                sock.close()
+    finally:
+        os.close(pidfd)
+    return options
 
 
 def _assert(condition, message=None):
