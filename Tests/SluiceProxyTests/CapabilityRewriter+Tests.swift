@@ -8,7 +8,7 @@ struct CapabilityRewriterTests {
     @Test("names and prefixes removed whatever their case; near misses kept")
     func removal() {
         var rewriter = CapabilityRewriter()
-        rewriter.removedNames.append("STARTTLS")
+        rewriter.removedNames.append(Array("STARTTLS".utf8))
         for removed in ["UNAUTHENTICATE", "unauthenticate", "Compress=DEFLATE", "COMPRESS=", "starttls"] {
             #expect(rewriter.isRemoved(removed), "\(removed)")
         }

@@ -102,6 +102,32 @@ struct UpstreamLoginTests {
         #expect(capability.dropLast().allSatisfy { if case .none = $0 { true } else { false } })
     }
 
+    @Test("STARTTLS: only its own tagged answer counts; untagged data and other tags pass; a BYE does not log in")
+    func startTLSPassesOver() throws {
+        var machine = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: true)
+        let greeting = try receive("* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n", &machine)
+        #expect(sent(greeting.last) == "sluice1 STARTTLS\r\n")
+        let noise = try receive("* OK still here\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nother OK no\r\n", &machine)
+        #expect(noise.allSatisfy { if case .none = $0 { true } else { false } })
+        let ok = try receive("sluice1 OK Begin TLS negotiation now\r\n", &machine)
+        guard case .startTLS? = ok.last else {
+            Issue.record("no TLS after the answer: \(ok)")
+            return
+        }
+
+        // A BYE during the login is not a login: only the tagged answer ends it.
+        var login = UpstreamLoginStateMachine(credentials: credentials, useStartTLS: false)
+        _ = try receive("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n", &login)
+        let bye = try receive("* BYE shutting down\r\n", &login)
+        #expect(bye.allSatisfy { if case .none = $0 { true } else { false } })
+        let refused = try receive("sluice1 NO [UNAVAILABLE] try later\r\n", &login)
+        guard case .failed(let response, _)? = refused.last else {
+            Issue.record("not refused: \(refused)")
+            return
+        }
+        #expect(response == "NO [UNAVAILABLE] try later")
+    }
+
     @Test("the client's own ID fields go first; x- fields, oversized, non-ASCII and surplus fields stay behind")
     func forwardsClientID() throws {
         typealias Field = IDParameters.Field

@@ -19,10 +19,9 @@ public final class ProxyServer: Sendable {
         let tls: ProxyTLS
         let router: any Router
         let tuning: ChannelTuning
-        /// The greeting of each kind of listener, made once per configuration:
-        /// a session made it from its capability names each time (~11,000
-        /// instructions a connection, issue 14).
-        private let greetings: [ProxyConfiguration.ListenerSecurity: ByteBuffer]
+        /// The greeting of each kind of listener, made once per configuration
+        /// rather than by every session from its capability names.
+        private let plainGreeting, startTLSGreeting, startTLSRequiredGreeting, implicitGreeting: ByteBuffer
         /// What every session removes from capability lists (per session,
         /// it was a set and an array allocated per connection).
         let capabilityRewriter: CapabilityRewriter
@@ -32,17 +31,24 @@ public final class ProxyServer: Sendable {
             self.tls = tls
             self.router = router
             self.tuning = tuning
-            var greetings: [ProxyConfiguration.ListenerSecurity: ByteBuffer] = [:]
-            for security in ProxyConfiguration.ListenerSecurity.allCases {
-                greetings[security] = ByteBuffer(string: PreAuthStateMachine(security: security, configuration: configuration).greeting())
+            let greeting = { (security: ProxyConfiguration.ListenerSecurity) in
+                ByteBuffer(string: PreAuthStateMachine(security: security, configuration: configuration).greeting())
             }
-            self.greetings = greetings
+            plainGreeting = greeting(.plain)
+            startTLSGreeting = greeting(.starttls)
+            startTLSRequiredGreeting = greeting(.starttlsRequired)
+            implicitGreeting = greeting(.implicit)
             capabilityRewriter = CapabilityRewriter(mode: configuration.mode)
         }
 
         /// What a new connection on a `security` listener is greeted with.
         func greeting(for security: ProxyConfiguration.ListenerSecurity) -> ByteBuffer {
-            greetings[security] ?? ByteBuffer(string: PreAuthStateMachine(security: security, configuration: configuration).greeting())
+            switch security {
+            case .plain: plainGreeting
+            case .starttls: startTLSGreeting
+            case .starttlsRequired: startTLSRequiredGreeting
+            case .implicit: implicitGreeting
+            }
         }
     }
 
@@ -249,8 +255,8 @@ public final class ProxyServer: Sendable {
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Accepted connections inherit it (Linux copies the listening
-            // socket's options): not set again per connection.
+            // NIO's default, named here because accepted sockets inherit
+            // TCP_NODELAY from the listening one: it is not set per connection.
             .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

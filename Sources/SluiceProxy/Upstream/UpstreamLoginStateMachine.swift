@@ -156,10 +156,11 @@ struct UpstreamLoginStateMachine {
 
     /// Whether `frame` is one the current state has no use for, told from
     /// its kind, tag and name without parsing it: the answers to the ID
-    /// and the server's other untagged data. (Parsing them was ~60,000
-    /// instructions a login, issue 14.) The states that wait for a command
-    /// take its tagged answer and the untagged data it asked for; only the
-    /// greeting and the TLS handshake look at every frame.
+    /// and the server's other untagged data (parsing them was a large part
+    /// of a login's cost, docs/performance.md). The states that wait for a
+    /// command take its tagged answer and the untagged data it asked for
+    /// (`LIST` for the proxy's own `LIST "" ""`, not LSUB or XLIST); only
+    /// the greeting and the TLS handshake look at every frame.
     private func passesOver(_ frame: Frame) -> Bool {
         let wanted: String?
         switch state {
