@@ -36,4 +36,19 @@ struct CapabilityRewriterTests {
         let rewritten = rewriter.rewrite(kind: .untaggedResponse, line: ByteBuffer(string: "* 5 CAPABILITY IMAP4rev1 COMPRESS=DEFLATE\r\n"))
         #expect(rewritten.map { !String(buffer: $0).uppercased().contains("COMPRESS") } == true)
     }
+
+    @Test("a capability list left empty is written empty, not as the server sent it")
+    func emptiedList() {
+        var rewriter = CapabilityRewriter()
+        rewriter.removedNames.append(Array("STARTTLS".utf8))
+        for (kind, line) in [(FrameKind.taggedResponse, "a1 OK [CAPABILITY COMPRESS=DEFLATE] done\r\n"),
+                             (.untaggedResponse, "* OK [CAPABILITY STARTTLS] hi\r\n"),
+                             (.untaggedResponse, "* CAPABILITY COMPRESS=DEFLATE UNAUTHENTICATE\r\n")] {
+            let rewritten = rewriter.rewrite(kind: kind, line: ByteBuffer(string: line)).map { String(buffer: $0) }
+            #expect(rewritten != nil, "\(line)")
+            for removed in ["COMPRESS", "STARTTLS", "UNAUTHENTICATE"] {
+                #expect(rewritten?.uppercased().contains(removed) == false, "\(line) → \(rewritten ?? "nil")")
+            }
+        }
+    }
 }

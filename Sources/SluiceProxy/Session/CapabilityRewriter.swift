@@ -39,6 +39,8 @@ struct CapabilityRewriter: Sendable {
             let kept = arguments.filter { !isRemoved($0.atom) }
             guard kept.count != arguments.count else { return nil }
             code.arguments = kept
+            // The encoder writes `rawArguments` when no token is left: all were removed.
+            code.rawArguments = []
             status.text.code = code
             return IMAPEncoder.encode(status, options: options).bytes()
         default:
