@@ -72,34 +72,45 @@ struct CapabilityRewriter: Sendable {
         return true
     }
 
-    private static let needle = Array("CAPABILITY".utf8)
+    /// Whether the line may carry a capability list, looked for where the
+    /// parser (`Frame.response()`) reads one, never in the rest of the line:
+    /// words are split at spaces as its tokenizer splits them; the list is
+    /// `CAPABILITY` data (the second word, or the third after a number) or a
+    /// response code `[CAPABILITY` right after the second word and one space.
+    /// It may say yes where the parser then finds nothing, never the other
+    /// way round (a test compares the two). Lines are not scanned whole for
+    /// the name: this runs on every line the server sends.
+    static func containsCapability(_ bytes: ByteBuffer) -> Bool {
+        bytes.withUnsafeReadableBytes { raw in
+            var index = 0
+            _ = nextWord(raw, &index)  // the tag, or "*"
+            var name = nextWord(raw, &index)
+            if !name.isEmpty, name.allSatisfy({ raw[$0] >= 0x30 && raw[$0] <= 0x39 }) { name = nextWord(raw, &index) }
+            if !name.isEmpty, isCapability(raw, at: name.lowerBound, wholeWord: true) { return true }
+            // A status's response code: one space, then "[".
+            var code = name.upperBound
+            if code < raw.count, raw[code] == 0x20 { code += 1 }
+            return code < raw.count && raw[code] == UInt8(ascii: "[") && isCapability(raw, at: code + 1, wholeWord: false)
+        }
+    }
 
-    /// Whether CAPABILITY occurs in the line, ignoring case. Message data
-    /// (`* 5 FETCH …`, most of what a server sends) can carry a list only as
-    /// `* n CAPABILITY`: only its name is compared, not the whole line.
-    private static func containsCapability(_ bytes: ByteBuffer) -> Bool {
-        let needle = CapabilityRewriter.needle
-        return bytes.withUnsafeReadableBytes { raw in
-            guard raw.count >= needle.count else { return false }
-            if raw[0] == UInt8(ascii: "*"), raw[1] == 0x20, raw[2] >= 0x30, raw[2] <= 0x39 {
-                var index = 3
-                while index < raw.count, raw[index] >= 0x30, raw[index] <= 0x39 { index += 1 }
-                guard index < raw.count, raw[index] == 0x20 else { return true }  // unusual: the parser decides
-                while index < raw.count, raw[index] == 0x20 { index += 1 }
-                guard raw.count - index >= needle.count else { return false }
-                for offset in 0..<needle.count where upper(raw[index + offset]) != needle[offset] { return false }
-                return true
-            }
-            for start in 0...(raw.count - needle.count) where upper(raw[start]) == needle[0] {
-                var match = true
-                for offset in 1..<needle.count where upper(raw[start + offset]) != needle[offset] {
-                    match = false
-                    break
-                }
-                if match { return true }
-            }
+    /// The next word's bounds, the spaces before it skipped (as the tokenizer splits).
+    private static func nextWord(_ raw: UnsafeRawBufferPointer, _ index: inout Int) -> Range<Int> {
+        while index < raw.count, raw[index] == 0x20 { index += 1 }
+        let start = index
+        while index < raw.count, raw[index] != 0x20 { index += 1 }
+        return start..<index
+    }
+
+    /// Whether CAPABILITY (any case) is at `start`; `wholeWord`: and ends there.
+    private static func isCapability(_ raw: UnsafeRawBufferPointer, at start: Int, wholeWord: Bool) -> Bool {
+        let needle: StaticString = "CAPABILITY"
+        let end = start + needle.utf8CodeUnitCount
+        guard end <= raw.count else { return false }
+        for offset in 0..<needle.utf8CodeUnitCount where upper(raw[start + offset]) != needle.utf8Start[offset] {
             return false
         }
+        return !wholeWord || end == raw.count || raw[end] == 0x20 || raw[end] == 0x0D || raw[end] == 0x0A
     }
 
     private static func upper(_ byte: UInt8) -> UInt8 { byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte }
