@@ -59,25 +59,84 @@ public struct ResponseCode: Hashable, Sendable {
     /// The bytes after the name (and its space), as sent; empty when none.
     public var rawArguments: [UInt8]
     /// The arguments as tokens, when they tokenize (`nil` for free-form text).
-    public var arguments: [IMAPToken]?
+    ///
+    /// Tokenized from `rawArguments` when read, not when the code is parsed:
+    /// most codes a proxy parses are never looked into, and a login's two
+    /// capability lists were a large part of its cost (docs/performance.md).
+    /// Set, the tokens replace what was parsed.
+    public var arguments: [IMAPToken]? {
+        get {
+            if let assigned { return assigned }
+            return ResponseCode.tokens(of: rawArguments, limits: limits)
+        }
+        set { assigned = .some(newValue) }
+    }
+
+    /// Arguments given by `init(name:…)` or the setter; `nil`: read from `rawArguments`.
+    private var assigned: [IMAPToken]??
+    /// The limits the arguments are tokenized under (a parsed code's).
+    private let limits: IMAPLimits
 
     public init(name: String, rawArguments: [UInt8] = [], arguments: [IMAPToken]? = []) {
         self.name = name
         self.rawArguments = rawArguments
-        self.arguments = arguments
+        self.assigned = .some(arguments)
+        self.limits = .server
     }
 
     init(parsing bytes: ArraySlice<UInt8>, limits: IMAPLimits) {
         let space = bytes.firstIndex(of: 0x20) ?? bytes.endIndex
         name = String(decoding: bytes[bytes.startIndex..<space].map(FrameHead.upper), as: UTF8.self)
         rawArguments = space < bytes.endIndex ? Array(bytes[(space + 1)...]) : []
-        if let atoms = ResponseCode.plainAtoms(rawArguments, limits: limits) {
-            arguments = atoms
-        } else {
-            var tokenizer = IMAPTokenizer(
-                text: FrameText(bytes: rawArguments, literalPositions: []), literals: [], limits: limits)
-            arguments = try? tokenizer.tokens()
+        assigned = nil
+        self.limits = limits
+    }
+
+    private static func tokens(of raw: [UInt8], limits: IMAPLimits) -> [IMAPToken]? {
+        if let atoms = ResponseCode.plainAtoms(raw, limits: limits) { return atoms }
+        var tokenizer = IMAPTokenizer(text: FrameText(bytes: raw, literalPositions: []), literals: [], limits: limits)
+        return try? tokenizer.tokens()
+    }
+
+    public static func == (lhs: ResponseCode, rhs: ResponseCode) -> Bool {
+        lhs.name == rhs.name && lhs.rawArguments == rhs.rawArguments && lhs.arguments == rhs.arguments
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(rawArguments)
+        hasher.combine(arguments)
+    }
+
+    /// The arguments as strings when they are all plain atoms (see
+    /// `plainAtoms`), read straight from the bytes: a capability list without
+    /// a token and an array per name. `nil` also when arguments were set
+    /// (`rawArguments` may not be what they say).
+    public var plainAtomStrings: [String]? {
+        guard assigned == nil else { return nil }
+        var words: [String] = []
+        var index = 0
+        let bytes = rawArguments
+        while index < bytes.count {
+            if bytes[index] == 0x20 {
+                index += 1
+                continue
+            }
+            let start = index
+            while index < bytes.count, bytes[index] != 0x20 {
+                guard ResponseCode.plainAtomByte(bytes[index]) else { return nil }
+                index += 1
+            }
+            if index - start == 3, FrameHead.upper(bytes[start]) == UInt8(ascii: "N"),
+               FrameHead.upper(bytes[start + 1]) == UInt8(ascii: "I"), FrameHead.upper(bytes[start + 2]) == UInt8(ascii: "L") {
+                return nil
+            }
+            guard words.count < limits.maxTokensPerFrame else { return nil }
+            words.append(bytes.withUnsafeBufferPointer {
+                String(decoding: UnsafeBufferPointer(rebasing: $0[start..<index]), as: UTF8.self)
+            })
         }
+        return words
     }
 
     /// The arguments as atoms when they are nothing but words of plain atom

@@ -36,4 +36,29 @@ struct ResponseCodeTests {
         let code = ResponseCode(parsing: ArraySlice(Array("CAPABILITY IMAP4rev1 IDLE".utf8)), limits: .server)
         #expect(code.name == "CAPABILITY" && code.arguments == [.atom(Array("IMAP4rev1".utf8)), .atom(Array("IDLE".utf8))])
     }
+
+    @Test("plain atom strings: the atoms of the tokens, on 5,000 seeded random argument lists; set arguments win")
+    func plainAtomStringsMatchTokens() {
+        let alphabet = Array("  aZ09-=.+\\*%NIL()\"[]{}\u{01}\u{7F}".utf8)
+        var generator = SeededGenerator(seed: 0xCAFE_5EED)
+        var taken = 0
+        for _ in 0..<5_000 {
+            let length = Int.random(in: 0...24, using: &generator)
+            let bytes = (0..<length).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] }
+            let code = ResponseCode(parsing: ArraySlice(Array("CAPABILITY ".utf8) + bytes), limits: .server)
+            guard let strings = code.plainAtomStrings else { continue }
+            taken += 1
+            #expect(strings == tokenized(bytes)?.atoms, "\(String(decoding: bytes, as: UTF8.self))")
+            #expect(CapabilityResponse(code)?.capabilities == strings)
+        }
+        #expect(taken > 500, "the fast path was taken \(taken) times")
+        // Arguments set after parsing replace the parsed ones, for every reader.
+        var code = ResponseCode(parsing: ArraySlice(Array("CAPABILITY IMAP4rev1 COMPRESS=DEFLATE".utf8)), limits: .server)
+        code.arguments = [.atom(Array("IMAP4rev1".utf8))]
+        #expect(code.plainAtomStrings == nil)
+        #expect(CapabilityResponse(code)?.capabilities == ["IMAP4rev1"])
+        let built = ResponseCode(name: "CAPABILITY", arguments: [.atom(Array("IDLE".utf8))])
+        #expect(CapabilityResponse(built)?.capabilities == ["IDLE"])
+        #expect(built != ResponseCode(name: "CAPABILITY", arguments: [.atom(Array("ID".utf8))]))
+    }
 }

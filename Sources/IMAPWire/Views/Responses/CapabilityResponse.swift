@@ -18,7 +18,7 @@ public struct CapabilityResponse: Hashable, Sendable {
     }
 
     public init?(_ code: ResponseCode) {
-        guard code.name == "CAPABILITY", let atoms = code.arguments?.atoms else { return nil }
+        guard code.name == "CAPABILITY", let atoms = code.plainAtomStrings ?? code.arguments?.atoms else { return nil }
         capabilities = atoms
     }
 
