@@ -10,15 +10,18 @@ public enum IMAPTag {
     /// `]` is refused too although the grammar allows it: Dovecot answers
     /// such a command untagged, so it could never be matched to its answer.
     public static func isValid(_ tag: String) -> Bool {
-        guard !tag.isEmpty else { return false }
-        return tag.utf8.allSatisfy { byte in
-            switch byte {
-            case 0x00...0x20, 0x7F...0xFF: return false
-            case UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "{"), UInt8(ascii: "%"), UInt8(ascii: "*"),
-                 UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "+"), UInt8(ascii: "]"):
-                return false
-            default: return true
-            }
+        var tag = tag
+        return tag.withUTF8 { bytes in !bytes.isEmpty && bytes.allSatisfy(isTagByte) }
+    }
+
+    /// Read on the bytes, not through `String.UTF8View`: a relay asks this of every command.
+    private static func isTagByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x00...0x20, 0x7F...0xFF: return false
+        case UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "{"), UInt8(ascii: "%"), UInt8(ascii: "*"),
+             UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "+"), UInt8(ascii: "]"):
+            return false
+        default: return true
         }
     }
 }

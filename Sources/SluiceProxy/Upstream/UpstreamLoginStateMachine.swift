@@ -201,8 +201,9 @@ struct UpstreamLoginStateMachine {
     }
 
     private mutating func startLogin() -> Action {
-        let upper = Set(capabilities.map { $0.uppercased() })
-        let has = { (name: String) in upper.contains(name) }
+        // A handful of questions to ~10 names: compared in place, no set of upper-cased copies.
+        let names = capabilities
+        let has = { (name: String) in names.contains { UpstreamLoginStateMachine.sameName($0, name) } }
         if has("LOGINDISABLED") {
             return .failed(response: UnavailableReply.tagged,
                            reason: "upstream disallows login on this connection (configure TLS to it)")
@@ -255,6 +256,17 @@ struct UpstreamLoginStateMachine {
         state = .login(remaining: Array(parts.dropFirst()))
         first.writeImmutableBuffer(parts[0])
         return .send(first)
+    }
+
+    /// Whether capability `name` is `upper` (upper-case ASCII), ignoring ASCII case.
+    static func sameName(_ name: String, _ upper: String) -> Bool {
+        var name = name, upper = upper
+        return name.withUTF8 { name in
+            upper.withUTF8 { upper in
+                name.count == upper.count
+                    && zip(name, upper).allSatisfy { ($0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0) == $1 }
+            }
+        }
     }
 
     private mutating func nextTag() {
