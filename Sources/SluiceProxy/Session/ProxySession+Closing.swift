@@ -178,6 +178,7 @@ extension ProxySession {
             loginStarted = nil
         }
         phase = .closed
+        relayOutputs = nil
         inactivityTimer?.cancel()
         inactivityTimer = nil
         closingUpstream = true

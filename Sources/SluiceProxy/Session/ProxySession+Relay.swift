@@ -14,14 +14,14 @@ extension ProxySession {
     /// the checks matters: a frame being dropped or collected takes its
     /// following segments before anything looks at them as new commands.
     func relayFromClient() throws {
-        guard let upstream = upstreamChannel else { return }
+        guard let outputs = relayOutputs else { return }
         // Literal gating (DESIGN principle 4, review S2): after a line that
         // announces a synchronizing literal, no client byte is consumed until
         // the upstream's `+` (then they are the literal) or its tagged answer
         // (then the client will not send it, and what it sent anyway is
         // framed as commands, which the rules see). Reads pause meanwhile.
         while phase.kind == .relay, relayTakesClientBytes, let event = try clientDecoder.framer.next(&clientBuffer) {
-            switch event {
+            switch consume event {
             case .line(let segment):
                 if droppingClientFrame {
                     if segment.endsFrame {
@@ -125,7 +125,7 @@ extension ProxySession {
                     endForClientProtocolError(hint: hint)
                     return
                 }
-                upstream.write(bytes, promise: nil)
+                outputs.writeToUpstream(bytes)
             case .literalBytes(let chunk, _):
                 if droppingClientFrame { continue }
                 if filters?.collectingCommand != nil {
@@ -136,7 +136,7 @@ extension ProxySession {
                     filters?.continuingCommand?.frame.appendLiteralBytes(chunk)
                     continue
                 }
-                upstream.write(chunk, promise: nil)
+                outputs.writeToUpstream(chunk)
             }
         }
         compact(&clientBuffer)
@@ -182,7 +182,7 @@ extension ProxySession {
     /// client bytes held behind a literal's `+` are taken.
     func relayFromUpstream() throws {
         while let event = try upstreamDecoder.framer.next(&upstreamBuffer) {
-            switch event {
+            switch consume event {
             case .line(let segment):
                 if segment.isFrameStart {
                     if segment.kind == .untaggedResponse, user == nil, transparentLogin?.rulesConfigured == true,
@@ -220,8 +220,7 @@ extension ProxySession {
                         }
                     }
                     if consumed { continue }
-                    if segment.kind == .taggedResponse, let tag = segment.tag, !(filters?.swallowedAnswers.isEmpty ?? true),
-                       filters?.swallowedAnswers.remove(tag) != nil {
+                    if let tag, !(filters?.swallowedAnswers.isEmpty ?? true), filters?.swallowedAnswers.remove(tag) != nil {
                         // The answer to a command a rule refused mid-way (`ContinuingCommand`).
                         engine?.taggedResponsePassed(tag: tag)
                         swallowingUpstreamFrame = !segment.endsFrame
@@ -252,9 +251,9 @@ extension ProxySession {
                     collectResponse(segment)
                 } else if segment.isFrameStart, segment.endsFrame,
                           let rewritten = capabilityRewriter.rewrite(kind: segment.kind, line: segment.bytes) {
-                    clientChannel.write(rewritten, promise: nil)
+                    relayOutputs?.writeToClient(rewritten)
                 } else {
-                    clientChannel.write(segment.bytes, promise: nil)
+                    relayOutputs?.writeToClient(segment.bytes)
                 }
             case .literalBytes(let chunk, _):
                 if swallowingUpstreamFrame { continue }
@@ -262,7 +261,7 @@ extension ProxySession {
                     responseHead?.appendLiteralBytes(chunk)
                     continue
                 }
-                clientChannel.write(chunk, promise: nil)
+                relayOutputs?.writeToClient(chunk)
             }
         }
         compact(&upstreamBuffer)
@@ -271,7 +270,7 @@ extension ProxySession {
         clientGateOpened = false
         if clientBuffer.readableBytes > 0, gateOpened || clientDecoder.framer.isAtFrameBoundary {
             try relayFromClient()  // bytes held behind a literal's "+", or behind an abandoned literal
-            upstreamChannel?.flush()
+            relayOutputs?.flushUpstream()
         }
         // Reads held for the "+", or for the in-flight limit, may go on now.
         if clientReadPending && mayReadFromClient { resumeReads() }

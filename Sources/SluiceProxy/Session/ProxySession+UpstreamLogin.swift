@@ -123,6 +123,7 @@ extension ProxySession {
     /// both directions relays, greeting and login included.
     func startTransparentRelay() {
         phase = .relay
+        relayOutputs = upstreamChannel.flatMap { RelayOutputs(client: clientChannel, upstream: $0) }
         clientDecoder = IMAPFrameDecoder(peer: .client, limits: configuration.clientLimits, literalCaptureLimit: IMAPLimits.preAuth.maxLiteralSize)
         upstreamDecoder.framer.limits = configuration.serverLimits
         upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
@@ -169,6 +170,7 @@ extension ProxySession {
         loginCompleted()
         penalty.succeeded(ip: LoginPenalty.key(for: clientAddress))
         phase = .relay
+        relayOutputs = upstreamChannel.flatMap { RelayOutputs(client: clientChannel, upstream: $0) }
         logger.info("upstream login succeeded")
         // COMPRESS would make the stream unparseable for the relay; it is not offered.
         var offered: [String] = []

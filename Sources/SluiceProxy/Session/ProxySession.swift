@@ -41,6 +41,8 @@ final class ProxySession {
     var clientBuffer = ByteBuffer()
 
     var upstreamChannel: Channel?
+    /// The relay's writes and flushes, from the handlers' contexts (set while the relay runs).
+    var relayOutputs: RelayOutputs?
     var upstreamDecoder = ProxySession.upstreamLoginDecoder()
     var upstreamBuffer = ByteBuffer()
 
@@ -190,7 +192,7 @@ final class ProxySession {
     }
 
     func clientReadComplete() {
-        upstreamChannel?.flush()
+        if let relayOutputs { relayOutputs.flushUpstream() } else { upstreamChannel?.flush() }
     }
 
     func clientClosed() {
@@ -344,7 +346,7 @@ final class ProxySession {
     }
 
     func upstreamReadComplete() {
-        clientChannel.flush()
+        if let relayOutputs { relayOutputs.flushClient() } else { clientChannel.flush() }
     }
 
     func upstreamTLSEstablished() {
