@@ -14,7 +14,7 @@ extension ProxySession {
     /// the checks matters: a frame being dropped or collected takes its
     /// following segments before anything looks at them as new commands.
     func relayFromClient() throws {
-        guard let outputs = relayOutputs else { return }
+        guard let upstream = relayOutputs?.upstream else { return }
         // Literal gating (DESIGN principle 4, review S2): after a line that
         // announces a synchronizing literal, no client byte is consumed until
         // the upstream's `+` (then they are the literal) or its tagged answer
@@ -125,7 +125,7 @@ extension ProxySession {
                     endForClientProtocolError(hint: hint)
                     return
                 }
-                outputs.writeToUpstream(bytes)
+                upstream.write(NIOAny(bytes), promise: nil)
             case .literalBytes(let chunk, _):
                 if droppingClientFrame { continue }
                 if filters?.collectingCommand != nil {
@@ -136,7 +136,7 @@ extension ProxySession {
                     filters?.continuingCommand?.frame.appendLiteralBytes(chunk)
                     continue
                 }
-                outputs.writeToUpstream(chunk)
+                upstream.write(NIOAny(chunk), promise: nil)
             }
         }
         compact(&clientBuffer)
@@ -251,9 +251,9 @@ extension ProxySession {
                     collectResponse(segment)
                 } else if segment.isFrameStart, segment.endsFrame,
                           let rewritten = capabilityRewriter.rewrite(kind: segment.kind, line: segment.bytes) {
-                    relayOutputs?.writeToClient(rewritten)
+                    relayOutputs?.client.write(NIOAny(rewritten), promise: nil)
                 } else {
-                    relayOutputs?.writeToClient(segment.bytes)
+                    relayOutputs?.client.write(NIOAny(segment.bytes), promise: nil)
                 }
             case .literalBytes(let chunk, _):
                 if swallowingUpstreamFrame { continue }
@@ -261,7 +261,7 @@ extension ProxySession {
                     responseHead?.appendLiteralBytes(chunk)
                     continue
                 }
-                relayOutputs?.writeToClient(chunk)
+                relayOutputs?.client.write(NIOAny(chunk), promise: nil)
             }
         }
         compact(&upstreamBuffer)
@@ -270,7 +270,7 @@ extension ProxySession {
         clientGateOpened = false
         if clientBuffer.readableBytes > 0, gateOpened || clientDecoder.framer.isAtFrameBoundary {
             try relayFromClient()  // bytes held behind a literal's "+", or behind an abandoned literal
-            relayOutputs?.flushUpstream()
+            relayOutputs?.upstream.flush()
         }
         // Reads held for the "+", or for the in-flight limit, may go on now.
         if clientReadPending && mayReadFromClient { resumeReads() }

@@ -192,7 +192,7 @@ final class ProxySession {
     }
 
     func clientReadComplete() {
-        if let relayOutputs { relayOutputs.flushUpstream() } else { upstreamChannel?.flush() }
+        if let relayOutputs { relayOutputs.upstream.flush() } else { upstreamChannel?.flush() }
     }
 
     func clientClosed() {
@@ -346,7 +346,7 @@ final class ProxySession {
     }
 
     func upstreamReadComplete() {
-        if let relayOutputs { relayOutputs.flushClient() } else { clientChannel.flush() }
+        if let relayOutputs { relayOutputs.client.flush() } else { clientChannel.flush() }
     }
 
     func upstreamTLSEstablished() {
