@@ -114,29 +114,31 @@ public struct ResponseCode: Hashable, Sendable {
     /// (`rawArguments` may not be what they say).
     public var plainAtomStrings: [String]? {
         guard assigned == nil else { return nil }
-        var words: [String] = []
-        var index = 0
-        let bytes = rawArguments
-        while index < bytes.count {
-            if bytes[index] == 0x20 {
-                index += 1
-                continue
+        let maxWords = limits.maxTokensPerFrame
+        return rawArguments.withUnsafeBufferPointer { bytes -> [String]? in
+            var words: [String] = []
+            words.reserveCapacity(min(bytes.count(where: { $0 == 0x20 }) + 1, maxWords))
+            var index = 0
+            while index < bytes.count {
+                if bytes[index] == 0x20 {
+                    index += 1
+                    continue
+                }
+                let start = index
+                while index < bytes.count, bytes[index] != 0x20 {
+                    guard ResponseCode.plainAtomByte(bytes[index]) else { return nil }
+                    index += 1
+                }
+                if index - start == 3, FrameHead.upper(bytes[start]) == UInt8(ascii: "N"),
+                   FrameHead.upper(bytes[start + 1]) == UInt8(ascii: "I"),
+                   FrameHead.upper(bytes[start + 2]) == UInt8(ascii: "L") {
+                    return nil
+                }
+                guard words.count < maxWords else { return nil }
+                words.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
             }
-            let start = index
-            while index < bytes.count, bytes[index] != 0x20 {
-                guard ResponseCode.plainAtomByte(bytes[index]) else { return nil }
-                index += 1
-            }
-            if index - start == 3, FrameHead.upper(bytes[start]) == UInt8(ascii: "N"),
-               FrameHead.upper(bytes[start + 1]) == UInt8(ascii: "I"), FrameHead.upper(bytes[start + 2]) == UInt8(ascii: "L") {
-                return nil
-            }
-            guard words.count < limits.maxTokensPerFrame else { return nil }
-            words.append(bytes.withUnsafeBufferPointer {
-                String(decoding: UnsafeBufferPointer(rebasing: $0[start..<index]), as: UTF8.self)
-            })
+            return words
         }
-        return words
     }
 
     /// The arguments as atoms when they are nothing but words of plain atom

@@ -179,8 +179,8 @@ extension ProxySession {
         }
         phase = .closed
         relayOutputs = nil
-        inactivityTimer?.cancel()
-        inactivityTimer = nil
+        sessionTimer?.task.cancel()
+        sessionTimer = nil
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
         logger.info("session ended", metadata: record.endMetadata())

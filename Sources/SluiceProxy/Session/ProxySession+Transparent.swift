@@ -52,7 +52,7 @@ extension ProxySession {
             filters = configuration.filters.engine(user: known, groups: [], clientAddress: clientAddressText,
                                                   upstreamCapabilities: [], logger: logger)
                 .map(FilterStage.init)
-            startInactivityTimer(configuration.idleTimeout)
+            startIdleTimeout()
             return true
         }
     }

@@ -28,10 +28,9 @@ extension ProxySession {
             break
         }
         let credentials = rewritten
-        let deadlineBound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        upstreamLoginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.upstreamLoginTimeout) {
-            deadlineBound.value.loginFailed(response: ProxySession.unavailable, reason: "upstream login timed out")
-        }
+        let upstreamDeadline = NIODeadline.now() + configuration.upstreamLoginTimeout
+        upstreamLoginDeadline = upstreamDeadline
+        armSessionTimer(notAfter: upstreamDeadline)
         let tlsVersion = clientUsesTLS
             ? (try? clientChannel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self))?.tlsVersion : nil
         let request = RouteRequest(credentials: credentials, clientAddress: clientAddress,
@@ -165,7 +164,6 @@ extension ProxySession {
 
     func loginSucceeded(capabilities: [String], delimiter: UInt8?) {
         guard case .loggingIn(let attempt?) = phase else { return }
-        upstreamLoginDeadline?.cancel()
         upstreamLoginDeadline = nil
         loginCompleted()
         penalty.succeeded(ip: LoginPenalty.key(for: clientAddress))
@@ -190,7 +188,7 @@ extension ProxySession {
         clientDecoder.framer.limits = configuration.clientLimits
         upstreamDecoder.framer.limits = configuration.serverLimits
         upstreamDecoder.framer.streamsLongLines = true  // a long line is not held whole (review B.4)
-        startInactivityTimer(configuration.idleTimeout)
+        startIdleTimeout()
         // Bytes that arrived behind the login on either side now relay: the
         // client's here, through processClient, so that a framing error in
         // them is answered with BAD and BYE like one sent later (red team 8
@@ -208,7 +206,6 @@ extension ProxySession {
     func loginFailed(response: String, reason: String, challenge: String? = nil) {
         guard phase.kind == .loggingIn else { return }
         logger.notice("login failed", metadata: ["reason": "\(reason)"])
-        upstreamLoginDeadline?.cancel()
         upstreamLoginDeadline = nil
         phase = .loginFailed
         closingUpstream = true

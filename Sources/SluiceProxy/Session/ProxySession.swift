@@ -109,9 +109,9 @@ final class ProxySession {
 
     /// Absolute deadline from accept to a completed login (`timeouts.login`):
     /// bytes do not reset it (review F3, slowloris).
-    var loginDeadline: Scheduled<Void>?
+    var loginDeadline: NIODeadline?
     /// Deadline for routing plus the upstream's greeting and login (`timeouts.upstream_login`).
-    var upstreamLoginDeadline: Scheduled<Void>?
+    var upstreamLoginDeadline: NIODeadline?
     /// The client's connection is protected by TLS (implicit, or after a completed STARTTLS handshake).
     var clientUsesTLS: Bool
     /// The cipher suite of the client's TLS, by OpenSSL's name (`ServerHelloReader`).
@@ -119,8 +119,8 @@ final class ProxySession {
     /// How long the client may go without bytes moving to or from it: the
     /// pre-auth timeout until login, then the idle timeout.
     var inactivity: InactivityClock
-    /// The one scheduled inactivity check (re-armed when it fires).
-    var inactivityTimer: Scheduled<Void>?
+    /// The session's one timer (`ProxySession+Timers.swift`) and when it fires.
+    var sessionTimer: (task: Scheduled<Void>, due: NIODeadline)?
     /// The proxy itself is closing the upstream (its closure is no news).
     var closingUpstream = false
     /// The upstream answered the literal the client's bytes waited behind.
@@ -160,11 +160,7 @@ final class ProxySession {
     func clientActive() {
         listenerMetrics?.active.increment()
         listenerMetrics?.total.increment()
-        startInactivityTimer(configuration.preAuthTimeout)
-        let bound = NIOLoopBound(self, eventLoop: clientChannel.eventLoop)
-        loginDeadline = clientChannel.eventLoop.scheduleTask(in: configuration.loginTimeout) {
-            bound.value.loginDeadlinePassed()
-        }
+        startSessionTimer()
         logFields.clientAddress = clientAddressText
         logger.info("session started")
         if configuration.mode == .transparent, let upstream = configuration.staticUpstream {
