@@ -977,6 +977,34 @@ def idle_timeout_tests():
             idler.close()
         check("idle timeout closes a silent session; a long IDLE outlives it", long_idle_outlives_timeout)
 
+    # One timer keeps all of a session's deadlines: here it first fires at the
+    # shortest timeout (upstream_login, 1 s), when nothing has passed, and must
+    # fire again when the pre-auth and login deadlines pass together at 3 s.
+    config, port = plain_proxy_config("pre-auth-timeout", "timeouts: { pre_auth: 3s, login: 3s, upstream_login: 1s }")
+    with Sluice(config=config, port=port) as sluice:
+        def silent_client_is_closed():
+            started = time.monotonic()
+            silent = socket.create_connection((HOST, port), timeout=20)
+            read_until(silent, rb"\r\n")
+            data = read_until(silent, rb"\* BYE [^\r\n]*\r\n")
+            # Both limits passed at once: the inactivity is what the client hears.
+            assert b"* BYE Disconnected for inactivity." in data, data
+            assert silent.recv(100) == b""
+            assert time.monotonic() - started < 15, "closed long after the 3 s limits"
+            silent.close()
+            # A client that logs in within the limits keeps its session past them.
+            client = socket.create_connection((HOST, port), timeout=20)
+            read_until(client, rb"\r\n")
+            client.sendall(b"a LOGIN bob secret-bob\r\n")
+            read_until(client, rb"a OK[^\r\n]*\r\n")
+            time.sleep(4)
+            client.sendall(b"b NOOP\r\n")
+            data = read_until(client, rb"b OK[^\r\n]*\r\n")
+            assert b"BYE" not in data, data
+            client.close()
+        check("pre-auth timeout: a silent client gets * BYE for inactivity once its limits pass; "
+              "a logged-in one stays", silent_client_is_closed)
+
 
 class Client:
     """A line-level IMAP client for rule tests: send, read to the tagged reply."""
