@@ -118,26 +118,10 @@ public struct ResponseCode: Hashable, Sendable {
         return rawArguments.withUnsafeBufferPointer { bytes -> [String]? in
             var words: [String] = []
             words.reserveCapacity(min(bytes.count(where: { $0 == 0x20 }) + 1, maxWords))
-            var index = 0
-            while index < bytes.count {
-                if bytes[index] == 0x20 {
-                    index += 1
-                    continue
-                }
-                let start = index
-                while index < bytes.count, bytes[index] != 0x20 {
-                    guard ResponseCode.plainAtomByte(bytes[index]) else { return nil }
-                    index += 1
-                }
-                if index - start == 3, FrameHead.upper(bytes[start]) == UInt8(ascii: "N"),
-                   FrameHead.upper(bytes[start + 1]) == UInt8(ascii: "I"),
-                   FrameHead.upper(bytes[start + 2]) == UInt8(ascii: "L") {
-                    return nil
-                }
-                guard words.count < maxWords else { return nil }
-                words.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
+            let plain = ResponseCode.forEachPlainAtom(in: bytes, maxWords: maxWords) { word in
+                words.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[word]), as: UTF8.self))
             }
-            return words
+            return plain ? words : nil
         }
     }
 
@@ -149,8 +133,23 @@ public struct ResponseCode: Hashable, Sendable {
     /// the tokenizer decides those. A server's capability list after login is
     /// ~40 words, and tokenizing it was ~25,000 instructions (issue 14).
     static func plainAtoms(_ bytes: [UInt8], limits: IMAPLimits) -> [IMAPToken]? {
-        var atoms: [IMAPToken] = []
+        bytes.withUnsafeBufferPointer { bytes -> [IMAPToken]? in
+            var atoms: [IMAPToken] = []
+            let plain = forEachPlainAtom(in: bytes, maxWords: limits.maxTokensPerFrame) { word in
+                atoms.append(.atom(Array(bytes[word])))
+            }
+            return plain ? atoms : nil
+        }
+    }
+
+    /// Calls `word` with the bounds of each word between spaces while they
+    /// are plain atoms; `false` (and no more calls) at the first that is not
+    /// — a byte that could start anything else, `NIL` — or at word
+    /// `maxWords + 1`.
+    private static func forEachPlainAtom(in bytes: UnsafeBufferPointer<UInt8>, maxWords: Int,
+                                         _ word: (Range<Int>) -> Void) -> Bool {
         var index = 0
+        var words = 0
         while index < bytes.count {
             if bytes[index] == 0x20 {
                 index += 1
@@ -158,17 +157,18 @@ public struct ResponseCode: Hashable, Sendable {
             }
             let start = index
             while index < bytes.count, bytes[index] != 0x20 {
-                guard plainAtomByte(bytes[index]) else { return nil }
+                guard plainAtomByte(bytes[index]) else { return false }
                 index += 1
             }
             if index - start == 3, FrameHead.upper(bytes[start]) == UInt8(ascii: "N"),
                FrameHead.upper(bytes[start + 1]) == UInt8(ascii: "I"), FrameHead.upper(bytes[start + 2]) == UInt8(ascii: "L") {
-                return nil
+                return false
             }
-            guard atoms.count < limits.maxTokensPerFrame else { return nil }
-            atoms.append(.atom(Array(bytes[start..<index])))
+            guard words < maxWords else { return false }
+            words += 1
+            word(start..<index)
         }
-        return atoms
+        return true
     }
 
     private static func plainAtomByte(_ byte: UInt8) -> Bool {
