@@ -8,14 +8,21 @@ struct ResponseCodeTests {
         return try? tokenizer.tokens()
     }
 
+    /// 5,000 seeded argument lists of 0–24 bytes, from atoms' bytes, NIL,
+    /// specials and controls: what the fast paths must agree with the tokenizer on.
+    private func randomArguments(seed: UInt64) -> [[UInt8]] {
+        let alphabet = Array("  aZ09-=.+\\*%NIL()\"[]{}\u{01}\u{7F}".utf8)
+        var generator = SeededGenerator(seed: seed)
+        return (0..<5_000).map { _ in
+            let length = Int.random(in: 0...24, using: &generator)
+            return (0..<length).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] }
+        }
+    }
+
     @Test("plain atoms: what the tokenizer makes of the same bytes, on 5,000 seeded random argument lists")
     func plainAtomsMatchTokenizer() {
-        let alphabet = Array("  aZ09-=.+\\*%NIL()\"[]{}\u{01}\u{7F}".utf8)
-        var generator = SeededGenerator(seed: 0x5EED_C0DE)
         var taken = 0
-        for _ in 0..<5_000 {
-            let length = Int.random(in: 0...24, using: &generator)
-            let bytes = (0..<length).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] }
+        for bytes in randomArguments(seed: 0x5EED_C0DE) {
             guard let fast = ResponseCode.plainAtoms(bytes, limits: .server) else { continue }
             taken += 1
             #expect(fast == tokenized(bytes), "\(String(decoding: bytes, as: UTF8.self))")
@@ -39,12 +46,8 @@ struct ResponseCodeTests {
 
     @Test("plain atom strings: the atoms of the tokens, on 5,000 seeded random argument lists; set arguments win")
     func plainAtomStringsMatchTokens() {
-        let alphabet = Array("  aZ09-=.+\\*%NIL()\"[]{}\u{01}\u{7F}".utf8)
-        var generator = SeededGenerator(seed: 0xCAFE_5EED)
         var taken = 0
-        for _ in 0..<5_000 {
-            let length = Int.random(in: 0...24, using: &generator)
-            let bytes = (0..<length).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] }
+        for bytes in randomArguments(seed: 0xCAFE_5EED) {
             let code = ResponseCode(parsing: ArraySlice(Array("CAPABILITY ".utf8) + bytes), limits: .server)
             guard let strings = code.plainAtomStrings else { continue }
             taken += 1
