@@ -131,10 +131,8 @@ extension ProxySession {
     }
 
     func processUpstreamLogin() throws {
-        while case .loggingIn(var attempt?) = phase, let frame = try upstreamDecoder.next(&upstreamBuffer) {
-            let action = attempt.machine.receive(frame)
-            phase = .loggingIn(attempt)
-            performLogin(action)
+        while case .loggingIn(let attempt?) = phase, let frame = try upstreamDecoder.next(&upstreamBuffer) {
+            performLogin(attempt.machine.receive(frame))
         }
         if phase.kind == .relay { try relayFromUpstream() }
     }

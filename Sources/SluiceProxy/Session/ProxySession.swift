@@ -351,10 +351,8 @@ final class ProxySession {
         if phase.kind == .connecting {
             return
         }
-        guard case .loggingIn(var attempt?) = phase else { return }
-        let action = attempt.machine.tlsEstablished()
-        phase = .loggingIn(attempt)
-        performLogin(action)
+        guard case .loggingIn(let attempt?) = phase else { return }
+        performLogin(attempt.machine.tlsEstablished())
     }
 
     func upstreamClosed() {

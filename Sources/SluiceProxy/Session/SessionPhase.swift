@@ -12,9 +12,7 @@ enum SessionPhase {
     /// Before login: the proxy answers the client itself (`PreAuthStateMachine`).
     case preAuth
     /// The client's login is being routed (`nil`), then carried out upstream.
-    /// Boxed: the attempt is ~240 bytes, which every session would otherwise
-    /// carry inline for its whole life (issue 14, idle memory).
-    indirect case loggingIn(UpstreamLoginAttempt?)
+    case loggingIn(UpstreamLoginAttempt?)
     /// The login failed; its answer waits out the failure delay.
     case loginFailed
     /// The authenticated relay (or, in transparent mode, the whole session).
@@ -41,9 +39,21 @@ enum SessionPhase {
 
 /// A login being carried out upstream: where, for which rule groups, and
 /// the state machine that speaks to the server.
-struct UpstreamLoginAttempt {
+///
+/// A class, so that the phase holds one reference: the state machine
+/// changes with every frame of the login, and a value inside the enum
+/// payload was copied out and boxed again each time (~25,000 instructions
+/// a login, issue 14). A session without a login under way carries no
+/// attempt at all (~240 bytes, issue 14's idle memory).
+final class UpstreamLoginAttempt {
     var machine: UpstreamLoginStateMachine
     let upstream: UpstreamEndpoint
     /// The router's groups for this user (rules can be scoped to them).
     let groups: [String]
+
+    init(machine: UpstreamLoginStateMachine, upstream: UpstreamEndpoint, groups: [String]) {
+        self.machine = machine
+        self.upstream = upstream
+        self.groups = groups
+    }
 }
