@@ -132,13 +132,17 @@ extension ProxySession {
     /// BYE and tagged OK (the upstream answers a pipelined LOGOUT and closes
     /// while the client is still reading). A client that stops reading is cut
     /// after `closeDrainLimit`.
+    ///
+    /// Usually the socket takes everything at once and the connection is
+    /// closed before `writeAndFlush` returns; only a client that has not
+    /// read what it was sent gets the limit's scheduled task (issue 14: a
+    /// task scheduled and cancelled at the end of every session).
     func closeClientWhenWritten() {
         let channel = clientChannel
+        channel.writeAndFlush(ProxySession.empty).whenComplete { _ in channel.close(promise: nil) }
+        guard channel.isActive else { return }
         let limit = channel.eventLoop.scheduleTask(in: ProxySession.closeDrainLimit) { channel.close(promise: nil) }
-        channel.writeAndFlush(ProxySession.empty).whenComplete { _ in
-            limit.cancel()
-            channel.close(promise: nil)
-        }
+        channel.closeFuture.whenComplete { _ in limit.cancel() }
     }
 
     /// Ends the session after the proxy's last answer: the upstream closes
