@@ -977,6 +977,37 @@ def idle_timeout_tests():
             idler.close()
         check("idle timeout closes a silent session; a long IDLE outlives it", long_idle_outlives_timeout)
 
+        def non_reader_is_cut_after_its_bye():
+            # A client asks for the 50 MB message and reads nothing. The proxy
+            # stops reading the server, the session falls silent, and its BYE
+            # waits behind the FETCH, the rest of whose literal is padded; the
+            # connection must not be held for a client that never reads: it is
+            # cut once the drain limit (30 s) passes, what was queued dropped.
+            reseed()
+            ended_before = sluice.log_text().count('reason="idle timeout"')
+            s = socket.create_connection((HOST, port), timeout=60)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            read_until(s, rb"\r\n")
+            s.sendall(b"a LOGIN alice secret-alice\r\nb SELECT INBOX\r\n")
+            read_until(s, rb"b OK[^\r\n]*\r\n")
+            s.sendall(b"c FETCH * BODY.PEEK[]\r\n")
+            time.sleep(2 + 30 + 5)  # idle timeout, drain limit, margin; nothing read
+            received, tail = 0, b""
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                received += len(chunk)
+                tail = (tail + chunk)[-300:]
+            s.close()
+            assert received < 50_000_000, f"the whole FETCH arrived ({received} bytes): the connection was not cut"
+            assert b"c OK" not in tail, tail
+            deadline = time.time() + 10  # the session's last line comes after its sockets close
+            while sluice.log_text().count('reason="idle timeout"') == ended_before:
+                assert time.time() < deadline, sluice.log_text()[-1500:]
+                time.sleep(0.05)
+        check("a client that reads nothing is cut after its BYE has waited the drain limit", non_reader_is_cut_after_its_bye)
+
     # One timer keeps all of a session's deadlines: here it first fires at the
     # shortest timeout (upstream_login, 1 s), when nothing has passed, and must
     # fire again when the pre-auth and login deadlines pass together at 3 s.
