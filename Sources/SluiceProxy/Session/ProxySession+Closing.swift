@@ -133,10 +133,13 @@ extension ProxySession {
     /// while the client is still reading). A client that stops reading is cut
     /// after `closeDrainLimit`.
     ///
-    /// Usually the socket takes everything at once and the connection is
-    /// closed before `writeAndFlush` returns; only a client that has not
-    /// read what it was sent gets the limit's scheduled task (issue 14: a
-    /// task scheduled and cancelled at the end of every session).
+    /// On a plaintext connection the socket usually takes everything at
+    /// once: the write completes, and the connection is closed, inside
+    /// `writeAndFlush`, and no task is needed (issue 14: one was scheduled
+    /// and cancelled at the end of every session). A client that has not
+    /// read what it was sent gets the limit's task; so does every TLS
+    /// client, whose connection stays open while NIOSSL waits for its
+    /// close_notify, a wait the limit bounds too.
     func closeClientWhenWritten() {
         let channel = clientChannel
         channel.writeAndFlush(ProxySession.empty).whenComplete { _ in channel.close(promise: nil) }

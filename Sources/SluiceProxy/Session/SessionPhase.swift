@@ -42,9 +42,9 @@ enum SessionPhase {
 ///
 /// A class, so that the phase holds one reference: the state machine
 /// changes with every frame of the login, and a value inside the enum
-/// payload was copied out and boxed again each time (~25,000 instructions
-/// a login, issue 14). A session without a login under way carries no
-/// attempt at all (~240 bytes, issue 14's idle memory).
+/// payload was copied out (each field retained) and boxed again each time
+/// (docs/performance.md, issue 14). A session without a login under way
+/// carries no attempt at all (~240 bytes, issue 14's idle memory).
 final class UpstreamLoginAttempt {
     var machine: UpstreamLoginStateMachine
     let upstream: UpstreamEndpoint
