@@ -401,6 +401,7 @@ def main():
     transparent_mode_tests()
     graceful_shutdown_tests()
     idle_timeout_tests()
+    late_upstream_connect_tests()
     client_limit_tests()
     rules_tests()
     utf8_accept_tests()
@@ -1047,6 +1048,84 @@ def idle_timeout_tests():
             client.close()
         check("pre-auth timeout: a silent client gets * BYE for inactivity once its limits pass; "
               "a logged-in one stays", silent_client_is_closed)
+
+
+def connections_to(port):
+    """Established TCP connections on this host whose remote end is `port`."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
+
+
+def late_upstream_connect_tests():
+    """A connect that completes after its login failed must not serve the next one."""
+    work = os.path.join(DOVECOT_DIR, "late-connect-tests")
+    os.makedirs(work, exist_ok=True)
+    # A server whose accept queue is full: the kernel drops the proxy's SYN,
+    # and retransmits it (1 s, then 3 s after the first) until there is room.
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.bind((HOST, 0))
+    slow.listen(0)
+    filler = socket.create_connection(slow.getsockname(), timeout=5)
+    write(os.path.join(work, "users.yaml"), f"""
+upstreams:
+  main: {{ address: "{HOST}:{PORT}" }}
+  slow: {{ address: "{HOST}:{slow.getsockname()[1]}" }}
+users:
+  alice: slow
+  bob: main
+""")
+    port = free_port()
+    config = write(os.path.join(work, "sluice.yaml"), f"""
+listeners: [{{ address: "{HOST}:{port}" }}]
+routing:
+  map: users.yaml
+timeouts:
+  upstream_login: 1s
+  login_failure_delay: 50ms
+""")
+    with Sluice(config=config, port=port) as sluice:
+        def late_connect_is_dropped():
+            c = socket.create_connection((HOST, port), timeout=20)
+            read_until(c, rb"\r\n")
+            c.sendall(b"a LOGIN alice secret-alice\r\n")
+            data = read_until(c, rb"a (OK|NO|BAD)[^\r\n]*\r\n")
+            assert b"a NO [UNAVAILABLE]" in data, data  # its upstream login timed out, the connect still pending
+            c.sendall(b"b LOGIN bob secret-bob\r\nc SELECT INBOX\r\n")
+            read_until(c, rb"c OK[^\r\n]*\r\n")
+            # Room in the queue: alice's connect completes at its next SYN, while bob's session runs.
+            slow.accept()[0].close()
+            filler.close()
+            slow.settimeout(10)
+            late, _ = slow.accept()
+            late.settimeout(10)
+            received = b""
+            try:
+                late.sendall(b"* OK [CAPABILITY IMAP4rev1] late server ready\r\n")
+                while chunk := late.recv(4096):
+                    received += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # closed by the proxy, as it should be
+            late.close()
+            assert received == b"", f"the late connection was used: {received!r}"
+            c.sendall(b"d NOOP\r\n")
+            data = read_until(c, rb"d OK[^\r\n]*\r\n")
+            assert b"BYE" not in data and b"late server" not in data, data
+            # The session's upstream is still bob's: when the client goes, the
+            # proxy closes that connection (it closed the late one instead).
+            c.close()
+            deadline = time.time() + 10
+            while connections_to(PORT) > 0:
+                assert time.time() < deadline, "the proxy kept its connection to the server after the client left"
+                time.sleep(0.05)
+        check("a connect completing after its login failed is closed unused; the next login's session goes on",
+              late_connect_is_dropped)
+    slow.close()
 
 
 class Client:

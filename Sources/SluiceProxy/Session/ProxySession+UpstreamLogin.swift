@@ -85,10 +85,17 @@ extension ProxySession {
         let proxyHeader = upstream.proxyProtocol.map {
             ProxyProtocol.header($0, source: clientAddress, destination: connectedAddress)
         }
+        upstreamGeneration &+= 1
+        let generation = upstreamGeneration
         connector.connect(to: upstream, on: clientChannel.eventLoop, proxyHeader: proxyHeader) {
-            UpstreamHandler(session: bound.value)
+            UpstreamHandler(session: bound.value, generation: generation)
         }.whenComplete { result in
             let session = bound.value
+            guard session.upstreamGeneration == generation else {
+                // The login this connection was made for is over.
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
             switch result {
             case .success(let channel):
                 session.metrics.upstreamConnected(upstreamName, after: .now() - connectStarted)
@@ -206,6 +213,7 @@ extension ProxySession {
         logger.notice("login failed", metadata: ["reason": "\(reason)"])
         upstreamLoginDeadline = nil
         phase = .loginFailed
+        upstreamGeneration &+= 1  // a connect still under way is no longer this session's
         closingUpstream = true
         upstreamChannel?.close(promise: nil)
         upstreamChannel = nil

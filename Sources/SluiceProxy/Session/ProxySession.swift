@@ -41,6 +41,12 @@ final class ProxySession {
     var clientBuffer = ByteBuffer()
 
     var upstreamChannel: Channel?
+    /// Which upstream connection is this session's: counted on by each
+    /// connect and by each failed login. A connection from an earlier login
+    /// that completes late (its login failed at `timeouts.upstream_login`
+    /// while the connect was pending) has an older number: its handler
+    /// closes it, and none of its events reach the session.
+    var upstreamGeneration: UInt32 = 0
     /// The relay's writes and flushes, from the handlers' contexts (set while the relay runs).
     var relayOutputs: RelayOutputs?
     var upstreamDecoder = ProxySession.upstreamLoginDecoder()
